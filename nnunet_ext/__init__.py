@@ -1,0 +1,3 @@
+"""nnunet-ext: five 2025 segmentation papers as nnU-Net v2 trainers, architectures, losses and transforms."""
+
+__version__ = "0.1.0"

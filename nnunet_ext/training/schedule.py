@@ -1,0 +1,58 @@
+"""Training-length and optimiser schedules that any nnunet-ext or nnU-Net trainer can take."""
+from __future__ import annotations
+
+import re
+from typing import Optional, Type
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+
+# <BaseTrainer>_ep<E>it<I>[val<V>] e.g. nnUNetTrainer_ep5it10val2 -- read by trainers/short_schedules.py
+SHORT_NAME = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_ep(?P<epochs>\d+)it(?P<iters>\d+)(?:val(?P<val>\d+))?$")
+
+
+def short_schedule_name(base: str, epochs: int, iterations: int, val_iterations: Optional[int] = None) -> str:
+    """The trainer name that runs ``base`` for ``epochs`` x ``iterations`` (see trainers/short_schedules.py)."""
+    name = f"{base}_ep{int(epochs)}it{int(iterations)}"
+    return name + (f"val{int(val_iterations)}" if val_iterations is not None else "")
+
+
+def make_short_schedule_trainer(base_cls: Type, epochs: int, iterations: int, val_iterations: Optional[int],
+                                name: str, module: str) -> Type:
+    """A subclass of ``base_cls`` that only changes the training length (for benchmarks, demos, tests)."""
+    if epochs < 1 or iterations < 1 or (val_iterations is not None and val_iterations < 1):
+        raise ValueError(f"trainer {name!r}: epochs, iterations and val iterations must be >= 1")
+    val_iters = val_iterations if val_iterations is not None else max(1, iterations // 5)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        base_cls.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.num_epochs = epochs
+        self.num_iterations_per_epoch = iterations
+        self.num_val_iterations_per_epoch = val_iters
+
+    doc = f"{base_cls.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
+    return type(name, (base_cls,), {"__init__": __init__, "__doc__": doc, "__module__": module})
+
+
+class PaperSchedule:
+    """ES-UNet paper's optimiser: Adam (0.9, 0.99), lr 1e-3, cosine warm restarts every 25 epochs to 1e-5, 100 epochs."""
+
+    paper_initial_lr = 1e-3
+    paper_min_lr = 1e-5
+    paper_restart_epochs = 25
+    paper_num_epochs = 100
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.paper_initial_lr
+        self.num_epochs = self.paper_num_epochs
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, betas=(0.9, 0.99),
+                                     weight_decay=self.weight_decay)
+        # nnU-Net calls scheduler.step(current_epoch) at each epoch start, so --c resumes on the same curve.
+        restart = max(1, min(self.paper_restart_epochs, self.num_epochs))
+        scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=restart, eta_min=self.paper_min_lr)
+        return optimizer, scheduler
