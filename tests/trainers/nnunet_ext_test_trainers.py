@@ -1,0 +1,37 @@
+"""Test-only trainers: project trainers with a schedule short enough for CI (found via nnUNet_extTrainer)."""
+import torch
+
+from nnunet_ext_trainers.es_unet_trainers import ESUNetDWDTrainer, ESUNetDWDRSSTrainer, UNet3PlusDWDRSSTrainer
+from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWDRSS
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class _Short:
+    """Two epochs of two iterations, one validation iteration: enough to exercise every code path."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+
+
+class ESUNetDWDTrainer_test(_Short, ESUNetDWDTrainer):
+    pass
+
+
+class ESUNetDWDRSSTrainer_test(_Short, ESUNetDWDRSSTrainer):
+    pass
+
+
+class UNet3PlusDWDRSSTrainer_test(_Short, UNet3PlusDWDRSSTrainer):
+    pass
+
+
+class nnUNetTrainerDWDRSS_test(_Short, nnUNetTrainerDWDRSS):
+    pass
+
+
+class nnUNetTrainer_test(_Short, nnUNetTrainer):
+    pass

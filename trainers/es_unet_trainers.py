@@ -1,0 +1,64 @@
+"""ES-UNet paper (BMC Med Imaging 2025) trainers: ES-UNet / 3D UNet 3+ x DWD loss x RSS augmentation.
+
+The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only the network,
+``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling.
+"""
+from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
+from nnunet_ext.training.rss import RSSAugmentation
+from nnunet_ext.training.schedule import PaperSchedule
+
+
+class ESUNetTrainer(ESUNetArchitecture, ExtTrainer):
+    """ES-UNet network with nnU-Net's loss, augmentation and schedule."""
+
+
+class ESUNetDWDTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet trained with the DWD + focal loss."""
+
+
+class ESUNetRSSTrainer(RSSAugmentation, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet with Region Specific Scaling added to nnU-Net's augmentation."""
+
+
+class ESUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
+    """The paper's full method: ES-UNet + DWD/focal loss + RSS, on nnU-Net's schedule."""
+
+
+class ESUNetDWDRSSPaperScheduleTrainer(PaperSchedule, ESUNetDWDRSSTrainer):
+    """The paper's full method with its own schedule (Adam 0.9/0.99, lr 1e-3, cosine warm restarts /25 ep, 100 ep)."""
+
+
+class UNet3PlusTrainer(UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ baseline network with nnU-Net's loss, augmentation and schedule."""
+
+
+class UNet3PlusDWDTrainer(DWDFocalLoss, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ trained with the DWD + focal loss."""
+
+
+class UNet3PlusRSSTrainer(RSSAugmentation, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ with Region Specific Scaling."""
+
+
+class UNet3PlusDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ with DWD/focal loss and RSS."""
+
+
+class ESUNetSkipBaseTrainer(ESUNetTrainer):
+    """Table 4 ablation 'Base': ES-UNet with same-level skips only."""
+
+    skip_connections = "base"
+
+
+class ESUNetSkipEncOnlyTrainer(ESUNetTrainer):
+    """Table 4 ablation 'Enc-only': same-level + encoder-to-decoder skips."""
+
+    skip_connections = "enc_only"
+
+
+class ESUNetSkipDecOnlyTrainer(ESUNetTrainer):
+    """Table 4 ablation 'Dec-only': same-level + decoder-to-decoder skips."""
+
+    skip_connections = "dec_only"
