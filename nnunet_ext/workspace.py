@@ -1,0 +1,107 @@
+"""Drive the real nnU-Net command-line tools in one isolated workspace (raw / preprocessed / results).
+
+Used by the demo, the benchmark and the end-to-end tests, so all three run exactly the commands a
+user would type.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from nnunet_ext.paths import trainers_dir
+
+BIN = Path(sys.executable).parent
+
+
+class CommandFailed(RuntimeError):
+    """An nnU-Net command exited non-zero; the message carries the end of its output."""
+
+
+class NnUNetWorkspace:
+    """One nnU-Net installation's worth of folders, and the environment that points at them."""
+
+    def __init__(self, root, extra_trainer_dirs: Iterable[str] = (), num_da_processes: int = 0):
+        self.root = Path(root).resolve()
+        self.raw = self.root / "nnUNet_raw"
+        self.preprocessed = self.root / "nnUNet_preprocessed"
+        self.results = self.root / "nnUNet_results"
+        for p in (self.raw, self.preprocessed, self.results):
+            p.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ)
+        self.env.update({
+            "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
+            "nnUNet_results": str(self.results),
+            "nnUNet_extTrainer": os.pathsep.join([trainers_dir(), *map(str, extra_trainer_dirs)]),
+            "nnUNet_n_proc_DA": str(num_da_processes), "nnUNet_compile": "false", "nnUNet_def_n_proc": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+
+    # -- running commands ------------------------------------------------------------------------
+    def run(self, *cmd, timeout: int = 3600, on_line: Optional[Callable[[str], None]] = None) -> str:
+        """Run one command in this workspace; return its output, raise CommandFailed on a non-zero exit."""
+        exe = BIN / str(cmd[0])
+        args = [str(exe) if exe.exists() else str(cmd[0]), *map(str, cmd[1:])]
+        if on_line is None:
+            proc = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
+            output, code = proc.stdout + proc.stderr, proc.returncode
+        else:
+            lines = []
+            with subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, bufsize=1) as proc:
+                deadline = time.monotonic() + timeout
+                for line in proc.stdout:
+                    lines.append(line)
+                    on_line(line.rstrip("\n"))
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        raise CommandFailed(f"{' '.join(args)} ran past {timeout} s")
+                code = proc.wait()
+            output = "".join(lines)
+        if code != 0:
+            raise CommandFailed(f"{' '.join(args)} exited {code}:\n{output[-6000:]}")
+        return output
+
+    # -- dataset ---------------------------------------------------------------------------------
+    def dataset_name(self, dataset_id: int) -> str:
+        for folder in (self.raw, self.preprocessed):
+            matches = sorted(folder.glob(f"Dataset{int(dataset_id):03d}_*"))
+            if matches:
+                return matches[0].name
+        raise FileNotFoundError(f"no dataset with id {dataset_id} in {self.raw} or {self.preprocessed}")
+
+    def generate(self, dataset_id: int, **kwargs) -> Path:
+        from nnunet_ext.data.phantoms import generate_dataset
+
+        return Path(generate_dataset(self.raw, dataset_id, **kwargs))
+
+    def plan_and_preprocess(self, dataset_id: int, configurations=("2d", "3d_fullres"), **kw) -> str:
+        return self.run("nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configurations,
+                        "--verify_dataset_integrity", "-np", *([1] * len(configurations)), "-npfp", 1, **kw)
+
+    # -- training and inference ------------------------------------------------------------------
+    def train(self, dataset_id: int, configuration: str, fold, trainer: str, *extra: str,
+              plans: str = "nnUNetPlans", **kw) -> str:
+        return self.run("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-p", plans,
+                        "-device", "cpu", *extra, **kw)
+
+    def model_folder(self, dataset_id: int, configuration: str, trainer: str, plans: str = "nnUNetPlans") -> Path:
+        return self.results / self.dataset_name(dataset_id) / f"{trainer}__{plans}__{configuration}"
+
+    def predict(self, dataset_id: int, configuration: str, trainer: str, input_dir, output_dir,
+                *extra: str, folds=(0,), plans: str = "nnUNetPlans", **kw) -> str:
+        return self.run("nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", dataset_id, "-c",
+                        configuration, "-tr", trainer, "-p", plans, "-f", *folds, "-device", "cpu",
+                        "-npp", 1, "-nps", 1, "--disable_progress_bar", *extra, **kw)
+
+    def evaluate(self, dataset_id: int, gt_dir, pred_dir, plans: str = "nnUNetPlans") -> dict:
+        """nnU-Net's own evaluation (nnUNetv2_evaluate_folder); returns its summary.json."""
+        pre = self.preprocessed / self.dataset_name(dataset_id)
+        output = Path(pred_dir) / "summary.json"
+        self.run("nnUNetv2_evaluate_folder", gt_dir, pred_dir, "-djfile", pre / "dataset.json",
+                 "-pfile", pre / f"{plans}.json", "-o", output, "-np", 1)
+        return json.loads(output.read_text())
