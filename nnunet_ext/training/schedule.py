@@ -1,9 +1,13 @@
 """Training-length and optimiser schedules that any nnunet-ext or nnU-Net trainer can take."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from typing import Optional, Type
 
+import numpy as np
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
@@ -31,8 +35,39 @@ def make_short_schedule_trainer(base_cls: Type, epochs: int, iterations: int, va
         self.num_iterations_per_epoch = iterations
         self.num_val_iterations_per_epoch = val_iters
 
+    def train_step(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        result = base_cls.train_step(self, batch)  # returns the loss on the CPU, so the step is finished
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.__dict__.setdefault('_step_seconds', []).append(time.perf_counter() - start)
+        return result
+
+    def on_train_end(self):
+        write_step_timing(self)
+        base_cls.on_train_end(self)
+
     doc = f"{base_cls.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
-    return type(name, (base_cls,), {"__init__": __init__, "__doc__": doc, "__module__": module})
+    return type(name, (base_cls,), {"__init__": __init__, "train_step": train_step, "on_train_end": on_train_end,
+                                     "__doc__": doc, "__module__": module})
+
+
+TIMING_FILE = "train_step_timing.json"
+
+
+def write_step_timing(trainer) -> None:
+    """Save the measured seconds per training iteration next to the checkpoints (read by demo/benchmark)."""
+    steps = trainer.__dict__.get('_step_seconds', [])
+    if trainer.local_rank != 0 or not steps:
+        return
+    # the first iterations pay for allocator warm-up and worker start: report the median of the rest too
+    steady = steps[min(2, len(steps) - 1):]
+    record = {"iterations_timed": len(steps), "seconds_per_iteration_median": float(np.median(steady)),
+              "seconds_per_iteration_mean": float(np.mean(steps)), "batch_size": int(trainer.batch_size),
+              "patch_size": [int(x) for x in trainer.configuration_manager.patch_size],
+              "device": str(trainer.device), "step_seconds": [round(float(x), 5) for x in steps]}
+    with open(os.path.join(trainer.output_folder, TIMING_FILE), "w") as f:
+        json.dump(record, f, indent=1)
 
 
 class PaperSchedule:
