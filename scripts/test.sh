@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole test suite: unit tests and the end-to-end runs of nnU-Net's CLIs.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not e2e"` for the fast unit tests only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -q -ra --durations=20 "$@"
