@@ -1,0 +1,113 @@
+"""The plugin's plumbing: trainer discovery, short schedules, catalogue, CLI, base hooks."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_ext.paths import env_with_trainers, trainers_dir
+from nnunet_ext.training.base import nnunet_deep_supervision_weights
+from nnunet_ext.training.schedule import SHORT_NAME, make_short_schedule_trainer, short_schedule_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_trainers_dir_is_the_repository_folder_and_holds_only_trainer_modules():
+    assert Path(trainers_dir()) == REPO / "trainers"
+    for module in Path(trainers_dir()).glob("*.py"):
+        assert module.name == "__init__.py" or module.name.endswith("_trainers.py"), module.name
+
+
+def test_env_with_trainers_prepends_once_and_keeps_user_entries():
+    env = env_with_trainers({"nnUNet_extTrainer": "/somewhere/else"})
+    assert env["nnUNet_extTrainer"].split(":") == [trainers_dir(), "/somewhere/else"]
+    assert env_with_trainers(env)["nnUNet_extTrainer"] == env["nnUNet_extTrainer"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("nnUNetTrainer_ep5it10", ("nnUNetTrainer", "5", "10", None)),
+    ("ESUNetDWDRSSTrainer_ep12it3val2", ("ESUNetDWDRSSTrainer", "12", "3", "2")),
+    ("My_Trainer_x_ep1it1", ("My_Trainer_x", "1", "1", None)),
+])
+def test_short_schedule_names_parse(name, expected):
+    m = SHORT_NAME.match(name)
+    assert (m["base"], m["epochs"], m["iters"], m["val"]) == expected
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainer", "nnUNetTrainer_5epochs", "nnUNetTrainer_ep5", "x_epait3"])
+def test_other_names_are_not_short_schedules(name):
+    assert SHORT_NAME.match(name) is None
+
+
+def test_short_schedule_name_round_trip():
+    assert short_schedule_name("nnUNetTrainer", 3, 7, 2) == "nnUNetTrainer_ep3it7val2"
+
+
+def test_short_schedule_rejects_zero_lengths():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    with pytest.raises(ValueError, match="must be >= 1"):
+        make_short_schedule_trainer(nnUNetTrainer, 0, 5, None, "nnUNetTrainer_ep0it5", __name__)
+
+
+def test_nnunet_finds_short_schedule_variant_through_nnUNet_extTrainer(tmp_path):
+    """nnU-Net's own lookup (as nnUNetv2_train/predict use it) resolves <Trainer>_ep<E>it<I>."""
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
+            "c = f('nnUNetTrainer_ep3it4val1')\n"
+            "print(c.__name__, c.__mro__[1].__name__)\n")
+    env = env_with_trainers({k: v for k, v in __import__("os").environ.items() if k != "nnUNet_extTrainer"})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "nnUNetTrainer_ep3it4val1 nnUNetTrainer"
+
+
+def test_unknown_base_trainer_is_not_found():
+    import importlib
+
+    module = importlib.import_module("nnunet_ext_trainers.short_schedule_trainers")
+    assert not hasattr(module, "NoSuchTrainer_ep1it1")
+
+
+def test_nnunet_deep_supervision_weights_match_nnunet_rule():
+    # 4 outputs: 1, 1/2, 1/4, 0 -> normalised by 1.75
+    np.testing.assert_allclose(nnunet_deep_supervision_weights(4, False, False), [1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0])
+    w = nnunet_deep_supervision_weights(3, True, False)
+    assert w[-1] > 0 and math.isclose(w.sum(), 1.0)
+
+
+def test_paper_schedule_learning_rate_curve():
+    """Cosine warm restarts every 25 epochs from 1e-3 to 1e-5, stepped by epoch as nnU-Net does."""
+    from nnunet_ext.training.schedule import PaperSchedule
+
+    class Fake:
+        weight_decay = 0.0
+        network = torch.nn.Linear(2, 2)
+        num_epochs = 100
+        initial_lr = PaperSchedule.paper_initial_lr
+
+    optimizer, scheduler = PaperSchedule.configure_optimizers(Fake())
+    assert optimizer.defaults["betas"] == (0.9, 0.99)
+    lrs = {}
+    for epoch in range(60):
+        scheduler.step(epoch)
+        lrs[epoch] = optimizer.param_groups[0]["lr"]
+    expected = lambda t: 1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / 25)) / 2  # noqa: E731
+    for epoch in (0, 10, 24, 25, 37, 50):
+        assert lrs[epoch] == pytest.approx(expected(epoch % 25), rel=1e-9)
+
+
+def test_cli_lists_every_kind_and_our_trainers():
+    out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "list"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for header in ("architectures (", "losses (", "transforms (", "trainers ("):
+        assert header in out.stdout
+    for trainer in ("ESUNetDWDTrainer", "ESUNetDWDRSSTrainer", "UNet3PlusTrainer", "nnUNetTrainerDWDRSS"):
+        assert f"  {trainer} " in out.stdout
+
+
+def test_cli_trainers_dir_prints_the_folder():
+    out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "trainers-dir"], capture_output=True, text=True)
+    assert out.stdout.strip() == trainers_dir()
