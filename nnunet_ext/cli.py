@@ -10,6 +10,8 @@ import sys
 COMMAND_MODULES = {
     "trainers-dir": "nnunet_ext.commands.trainers_dir",
     "list": "nnunet_ext.commands.list_components",
+    "demo": "nnunet_ext.commands.demo",
+    "generate": "nnunet_ext.commands.generate",
 }
 
 
