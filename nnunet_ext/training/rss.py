@@ -1,0 +1,72 @@
+"""Trainer mixin that adds Region Specific Scaling (ES-UNet) to nnU-Net's training augmentation.
+
+RSS goes first, in front of nnU-Net's spatial transform (and its 3D->2D conversion for dummy-2D
+augmentation): it then works on the loader's oversized crop, so the mirror-padded gaps and cropped
+edges it makes at that crop's borders mostly fall outside the patch SpatialTransform cuts from the
+centre, and it still sees the plain label map (with -1 outside the image) before regions / deep
+supervision change the segmentation's format. See docs/rss.md.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from batchgeneratorsv2.helpers.scalar_type import RandomScalar
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
+
+from nnunet_ext.transforms.rss import PAPER_P_PER_AXIS, PAPER_RATIO_RANGE, RegionSpecificScaling
+
+# RSS is inserted in front of the first of these.
+INSERT_BEFORE = (Convert3DTo2DTransform, SpatialTransform)
+
+
+def insert_before_spatial(pipeline: BasicTransform, transform: BasicTransform) -> int:
+    """Put ``transform`` in front of the pipeline's first spatial step (or first, if it has none); returns the index."""
+    if not isinstance(pipeline, ComposeTransforms):
+        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
+    position = next((i for i, t in enumerate(pipeline.transforms) if isinstance(t, INSERT_BEFORE)), 0)
+    pipeline.transforms.insert(position, transform)
+    return position
+
+
+class RSSAugmentation:
+    """Adds Region Specific Scaling (ES-UNet) in front of nnU-Net's spatial augmentation."""
+
+    rss_ratio_range: Tuple[float, float] = PAPER_RATIO_RANGE
+    rss_p_per_axis: float = PAPER_P_PER_AXIS
+    rss_ratio_sampling: str = "split"  # paper Figs. 6/7: shrink in [r1, 1] or enlarge in [1, r2]; or "uniform"
+    rss_axes: Optional[Tuple[int, ...]] = None  # None: every spatial axis
+    rss_foreground_labels: Optional[Tuple[int, ...]] = None  # None: the dataset's foreground labels
+
+    @classmethod
+    def build_rss_transform(cls, foreground_labels: Optional[Sequence[int]] = None,
+                            ignore_label: Optional[int] = None) -> RegionSpecificScaling:
+        labels = cls.rss_foreground_labels if cls.rss_foreground_labels is not None else foreground_labels
+        return RegionSpecificScaling(ratio_range=cls.rss_ratio_range, p_per_axis=cls.rss_p_per_axis,
+                                     ratio_sampling=cls.rss_ratio_sampling, axes=cls.rss_axes,
+                                     foreground_labels=labels, ignore_label=ignore_label)
+
+    @classmethod
+    def get_training_transforms(
+            cls,
+            patch_size: Union[np.ndarray, Tuple[int]],
+            rotation_for_DA: RandomScalar,
+            deep_supervision_scales: Union[List, Tuple, None],
+            mirror_axes: Tuple[int, ...],
+            do_dummy_2d_data_aug: bool,
+            use_mask_for_norm: List[bool] = None,
+            is_cascaded: bool = False,
+            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
+            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
+            ignore_label: int = None,
+    ) -> BasicTransform:
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        insert_before_spatial(pipeline, cls.build_rss_transform(foreground_labels, ignore_label))
+        return pipeline
