@@ -401,3 +401,8 @@ def test_mixin_cooperates_with_other_hooks_and_class_attributes():
     wrapped = trainer._build_loss()
     assert wrapped.weight_factors == (0.5, 0.5, 0.0)
     assert wrapped.loss.dc.weighting == "printed" and wrapped.loss.weight_dwd == 2.0
+
+
+def test_negative_smooth_is_rejected():
+    with pytest.raises(ValueError, match="smooth"):
+        DynamicallyWeightedDiceLoss(smooth=-1.0)
