@@ -406,3 +406,14 @@ def test_mixin_cooperates_with_other_hooks_and_class_attributes():
 def test_negative_smooth_is_rejected():
     with pytest.raises(ValueError, match="smooth"):
         DynamicallyWeightedDiceLoss(smooth=-1.0)
+
+
+def test_region_targets_as_bool_int_or_float_give_the_same_loss():
+    # nnU-Net's region conversion may hand over bool / integer one-hot targets.
+    torch.manual_seed(9)
+    target = torch.rand(2, 3, 4, 4) > 0.5  # 2 regions + ignore channel
+    x = torch.randn(2, 2, 4, 4)
+    loss_fn = DWD_and_BinaryFocal_loss({"ddp": False}, {}, use_ignore_label=True)
+    reference = loss_fn(x, target.float()).item()
+    assert loss_fn(x, target).item() == pytest.approx(reference, abs=1e-7)
+    assert loss_fn(x, target.to(torch.int16)).item() == pytest.approx(reference, abs=1e-7)
