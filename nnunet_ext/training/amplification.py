@@ -1,0 +1,162 @@
+"""Trainer mixin: STS-Net's small-lesion amplification on any nnU-Net trainer (2D or 3D).
+
+Two pieces: ``get_training_transforms`` puts the amplification operations first in nnU-Net's
+pipeline (they see the loader's oversized crop and the plain label map), and ``get_dataloaders``
+swaps nnU-Net's training loader for :class:`AmplifiedDataLoader`, fed from the dataset's cached
+lesion statistics restricted to this fold's training cases. Validation is untouched.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from batchgeneratorsv2.helpers.scalar_type import RandomScalar
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunet_ext.data.amplified_loader import AmplificationPlan, AmplifiedDataLoader, amplified_probability
+from nnunet_ext.data.lesion_stats import LesionStats, load_or_compute_lesion_stats, resolve_lesion_label
+from nnunet_ext.transforms.amplification import (PAPER_BORDER_FRACTION, PAPER_CENTRE_DILATION,
+                                                 PAPER_CENTRE_HALF_SIZE_FRACTION, PAPER_METHODS,
+                                                 AmplificationMethod, build_amplification_transform)
+
+
+def amplification_plan(stats: LesionStats, method: AmplificationMethod, min_lesion_size: int = 5,
+                       amplified_fraction: Optional[float] = None) -> AmplificationPlan:
+    """Which units to amplify and how often, from (training-case) lesion statistics and a Table 7 method."""
+    if stats.A == 0:
+        return AmplificationPlan((), 0.0, 0)
+    n1, n2 = stats.thresholds
+    threshold = {"N1": n1, "N2": n2}[method.threshold]
+    units = tuple(stats.qualifying(threshold, min_lesion_size))
+    if not units:
+        return AmplificationPlan((), 0.0, threshold)
+    if amplified_fraction is None:
+        probability = amplified_probability(stats.num_images, len(units), method.copies)
+    else:
+        probability = float(amplified_fraction)
+    return AmplificationPlan(units, probability, threshold)
+
+
+class SmallLesionAmplification:
+    """STS-Net amplification: small-lesion images drawn more often, as flipped / cropped / centre-zoomed copies."""
+
+    amplification_method: int = 4  # Table 7 row; the paper's final choice
+    lesion_label: Optional[int] = None  # None: the highest foreground label
+    lesion_unit: str = "image"  # "image" (slice in 2D, case in 3D, as the paper) or "component"
+    min_lesion_size: int = 5  # the authors' scripts skip lesions of <= 5 pixels
+    amplified_fraction: Optional[float] = None  # None: derived from the paper's copies per image
+    border_fraction: float = PAPER_BORDER_FRACTION
+    centre_half_size_fraction: Tuple[float, float] = PAPER_CENTRE_HALF_SIZE_FRACTION
+    centre_dilation: int = PAPER_CENTRE_DILATION
+
+    @classmethod
+    def amplification_method_spec(cls) -> AmplificationMethod:
+        if cls.amplification_method not in PAPER_METHODS:
+            raise ValueError(f"{cls.__name__}.amplification_method = {cls.amplification_method!r}; "
+                             f"STS-Net's Table 7 has methods {sorted(PAPER_METHODS)}")
+        return PAPER_METHODS[cls.amplification_method]
+
+    @classmethod
+    def get_training_transforms(
+            cls,
+            patch_size: Union[np.ndarray, Tuple[int]],
+            rotation_for_DA: RandomScalar,
+            deep_supervision_scales: Union[List, Tuple, None],
+            mirror_axes: Tuple[int, ...],
+            do_dummy_2d_data_aug: bool,
+            use_mask_for_norm: List[bool] = None,
+            is_cascaded: bool = False,
+            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
+            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
+            ignore_label: int = None,
+    ) -> BasicTransform:
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        if foreground_labels is None:
+            raise ValueError(f"{cls.__name__}: amplification needs the dataset's foreground labels to find the lesion")
+        amplify = build_amplification_transform(
+            cls.amplification_method_spec(), resolve_lesion_label(cls.lesion_label, foreground_labels),
+            cls.border_fraction, cls.centre_half_size_fraction, cls.centre_dilation)
+        if not isinstance(pipeline, ComposeTransforms):
+            return ComposeTransforms([amplify, pipeline])
+        pipeline.transforms.insert(0, amplify)  # first: it works on the loader's crop and plain labels
+        return pipeline
+
+    def lesion_statistics(self) -> LesionStats:
+        """All cases' statistics, cached next to the preprocessed data (``nnunet-ext lesion-stats`` prints them)."""
+        label = resolve_lesion_label(self.lesion_label, self.label_manager.foreground_labels)
+        return load_or_compute_lesion_stats(self.preprocessed_dataset_folder, label,
+                                            len(self.configuration_manager.patch_size), self.lesion_unit)
+
+    def build_amplification_plan(self, training_cases) -> AmplificationPlan:
+        stats = self.lesion_statistics().subset(training_cases)
+        method = self.amplification_method_spec()
+        plan = amplification_plan(stats, method, self.min_lesion_size, self.amplified_fraction)
+        summary = stats.summary()
+        if stats.A == 0:
+            self.print_to_log_file(f"WARNING amplification: no voxel of lesion label {stats.lesion_label} in the "
+                                   f"training cases; training without amplification")
+        else:
+            self.print_to_log_file(
+                f"amplification ({method.name}, unit {stats.unit}, {stats.ndim}D, label {stats.lesion_label}): "
+                f"images U={stats.num_images}, A={stats.A}, S={stats.S}, N1={summary['N1']}, N2={summary['N2']}, "
+                f"threshold {method.threshold}={plan.threshold}, qualifying Q={len(plan.units)}, "
+                f"copies per image {method.copies}, amplified draw probability {plan.probability:.4f}")
+        return plan
+
+    def build_training_loader(self, dataset_tr, initial_patch_size, tr_transforms) -> nnUNetDataLoader:
+        plan = self.build_amplification_plan(dataset_tr.identifiers)
+        return AmplifiedDataLoader(dataset_tr, self.batch_size, initial_patch_size,
+                                   self.configuration_manager.patch_size, self.label_manager, plan,
+                                   oversample_foreground_percent=self.oversample_foreground_percent,
+                                   sampling_probabilities=None, pad_sides=None, transforms=tr_transforms,
+                                   probabilistic_oversampling=self.probabilistic_oversampling)
+
+    def get_dataloaders(self):
+        """nnU-Net 2.8's get_dataloaders with the training loader built by :meth:`build_training_loader`."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        deep_supervision_scales = self._get_deep_supervision_scales()
+        rotation_for_DA, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        lm = self.label_manager
+        regions = lm.foreground_regions if lm.has_regions else None
+        tr_transforms = self.get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
+            foreground_labels=lm.foreground_labels, regions=regions, ignore_label=lm.ignore_label)
+        val_transforms = self.get_validation_transforms(deep_supervision_scales, is_cascaded=self.is_cascaded,
+                                                        foreground_labels=lm.foreground_labels, regions=regions,
+                                                        ignore_label=lm.ignore_label)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        dl_tr = self.build_training_loader(dataset_tr, initial_patch_size, tr_transforms)
+        dl_val = nnUNetDataLoader(dataset_val, self.batch_size, patch_size, patch_size, lm,
+                                  oversample_foreground_percent=self.oversample_foreground_percent,
+                                  sampling_probabilities=None, pad_sides=None, transforms=val_transforms,
+                                  probabilistic_oversampling=self.probabilistic_oversampling)
+        allowed_num_processes = get_allowed_n_proc_DA()
+        if allowed_num_processes == 0:
+            mt_gen_train, mt_gen_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        else:
+            pin = self.device.type == 'cuda'
+            mt_gen_train = NonDetMultiThreadedAugmenter(data_loader=dl_tr, transform=None,
+                                                        num_processes=allowed_num_processes,
+                                                        num_cached=max(6, allowed_num_processes // 2), seeds=None,
+                                                        pin_memory=pin, wait_time=0.002)
+            mt_gen_val = NonDetMultiThreadedAugmenter(data_loader=dl_val, transform=None,
+                                                      num_processes=max(1, allowed_num_processes // 2),
+                                                      num_cached=max(3, allowed_num_processes // 4), seeds=None,
+                                                      pin_memory=pin, wait_time=0.002)
+        _ = next(mt_gen_train)
+        _ = next(mt_gen_val)
+        return mt_gen_train, mt_gen_val

@@ -1,0 +1,37 @@
+"""STS-Net (Sci Rep 2025) small-lesion amplification trainers on nnU-Net's own network.
+
+``nnUNetTrainerAmplify`` is the paper's final choice (Table 7 method 4); ``...M1`` to ``...M4`` are the
+Table 7 ablation: which lesions count as small (N1 or N2) and which copies they get.
+"""
+from nnunet_ext.training.amplification import SmallLesionAmplification
+from nnunet_ext.training.base import ExtTrainer
+
+
+class nnUNetTrainerAmplify(SmallLesionAmplification, ExtTrainer):
+    """nnU-Net with STS-Net amplification (method 4: 4 standard + 1 centre copy of images with lesion < N2)."""
+
+    amplification_method = 4
+
+
+class nnUNetTrainerAmplifyM1(nnUNetTrainerAmplify):
+    """STS-Net Table 7 method 1: 4 standard copies of images with lesion < N1."""
+
+    amplification_method = 1
+
+
+class nnUNetTrainerAmplifyM2(nnUNetTrainerAmplify):
+    """STS-Net Table 7 method 2: 4 standard copies of images with lesion < N2."""
+
+    amplification_method = 2
+
+
+class nnUNetTrainerAmplifyM3(nnUNetTrainerAmplify):
+    """STS-Net Table 7 method 3: 8 standard copies (half cropped again while still < N2) of images with lesion < N2."""
+
+    amplification_method = 3
+
+
+class nnUNetTrainerAmplifyM4(nnUNetTrainerAmplify):
+    """STS-Net Table 7 method 4 (same as nnUNetTrainerAmplify): 4 standard + 1 centre-expansion copy, lesion < N2."""
+
+    amplification_method = 4
