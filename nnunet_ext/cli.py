@@ -12,6 +12,7 @@ COMMAND_MODULES = {
     "list": "nnunet_ext.commands.list_components",
     "demo": "nnunet_ext.commands.demo",
     "generate": "nnunet_ext.commands.generate",
+    "lesion-stats": "nnunet_ext.commands.lesion_stats",
 }
 
 
