@@ -42,16 +42,20 @@ class NnUNetWorkspace:
         })
 
     # -- running commands ------------------------------------------------------------------------
-    def run(self, *cmd, timeout: int = 3600, on_line: Optional[Callable[[str], None]] = None) -> str:
-        """Run one command in this workspace; return its output, raise CommandFailed on a non-zero exit."""
+    def run(self, *cmd, timeout: int = 3600, on_line: Optional[Callable[[str], None]] = None,
+            env: Optional[dict] = None) -> str:
+        """Run one command in this workspace; return its output, raise CommandFailed on a non-zero exit.
+
+        ``env`` entries override the workspace's environment for this command only."""
         exe = BIN / str(cmd[0])
         args = [str(exe) if exe.exists() else str(cmd[0]), *map(str, cmd[1:])]
+        env = {**self.env, **(env or {})}
         if on_line is None:
-            proc = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
             output, code = proc.stdout + proc.stderr, proc.returncode
         else:
             lines = []
-            with subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, bufsize=1) as proc:
                 deadline = time.monotonic() + timeout
                 for line in proc.stdout:
@@ -80,8 +84,11 @@ class NnUNetWorkspace:
         return Path(generate_dataset(self.raw, dataset_id, **kwargs))
 
     def plan_and_preprocess(self, dataset_id: int, configurations=("2d", "3d_fullres"), **kw) -> str:
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must be >= 1 there
+        env = {"nnUNet_n_proc_DA": str(max(1, int(self.env["nnUNet_n_proc_DA"])))}
         return self.run("nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", *configurations,
-                        "--verify_dataset_integrity", "-np", *([1] * len(configurations)), "-npfp", 1, **kw)
+                        "--verify_dataset_integrity", "-np", *([1] * len(configurations)), "-npfp", 1,
+                        env=env, **kw)
 
     # -- training and inference ------------------------------------------------------------------
     def train(self, dataset_id: int, configuration: str, fold, trainer: str, *extra: str,
