@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = {
     "trainers-dir": "nnunet_ext.commands.trainers_dir",
     "list": "nnunet_ext.commands.list_components",
+    "cost": "nnunet_ext.commands.model_cost",
     "demo": "nnunet_ext.commands.demo",
     "generate": "nnunet_ext.commands.generate",
     "lesion-stats": "nnunet_ext.commands.lesion_stats",
