@@ -15,6 +15,7 @@ class _Short:
         self.num_epochs = 2
         self.num_iterations_per_epoch = 2
         self.num_val_iterations_per_epoch = 1
+        self.save_every = 1  # a checkpoint_latest after epoch 0, so `--c` can be tested
 
 
 class ESUNetDWDTrainer_test(_Short, ESUNetDWDTrainer):

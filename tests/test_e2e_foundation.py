@@ -1,0 +1,115 @@
+"""End to end through nnU-Net's own commands: plan_and_preprocess -> train (-tr our trainer, found via
+nnUNet_extTrainer) -> resume -> predict -> evaluate -> find_best_configuration -> ensemble -> postprocessing."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from e2e_utils import NnUNetWorkspace
+
+pytestmark = pytest.mark.e2e
+
+DATASET = 901
+TRAINER = "ESUNetDWDTrainer_test"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp("foundation"))
+    ws.generate(DATASET, name="PhantomE2E", num_cases=6, shape=(16, 48, 48), num_test_cases=2, seed=1)
+    ws.plan_and_preprocess(DATASET, configurations=("2d", "3d_fullres"))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def trained(ws):
+    """ESUNetDWDTrainer (short) on both configurations, fold 0, with probabilities for ensembling."""
+    for configuration in ("3d_fullres", "2d"):
+        ws.train(DATASET, configuration, 0, TRAINER, "--npz")
+    return {c: ws.model_folder(DATASET, c, TRAINER) / "fold_0" for c in ("3d_fullres", "2d")}
+
+
+@pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
+def test_training_writes_checkpoint_and_validation(trained, configuration):
+    fold = trained[configuration]
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == TRAINER
+    assert checkpoint["current_epoch"] == 2
+    # the network that trained is ES-UNet, not nnU-Net's PlainConvUNet
+    assert any(".skips." in k or "attention" in k or "heads" in k for k in checkpoint["network_weights"])
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}
+
+
+def test_resume_continues_from_latest_checkpoint(ws, trained):
+    fold = trained["3d_fullres"]
+    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1  # saved after epoch 0
+    (fold / "checkpoint_final.pth").unlink()
+    before = set(fold.glob("training_log_*.txt"))
+    ws.train(DATASET, "3d_fullres", 0, TRAINER, "--c", "--npz")
+    new_logs = set(fold.glob("training_log_*.txt")) - before
+    log = "".join(p.read_text() for p in new_logs) if new_logs else max(before, key=lambda p: p.stat().st_mtime).read_text()
+    assert "Epoch 1" in log and "Epoch 0\n" not in log
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 2
+
+
+def test_predict_and_evaluate_held_out_cases(ws, trained, tmp_path):
+    raw = ws.raw / ws.dataset_name(DATASET)
+    out = tmp_path / "pred3d"
+    ws.predict(DATASET, "3d_fullres", TRAINER, raw / "imagesTs", out)
+    cases = sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == cases
+    for name in cases:
+        pred, gt = sitk.ReadImage(str(out / name)), sitk.ReadImage(str(raw / "labelsTs" / name))
+        assert pred.GetSize() == gt.GetSize() and np.allclose(pred.GetSpacing(), gt.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
+    summary = ws.evaluate(DATASET, raw / "labelsTs", out)
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+
+
+def test_find_best_configuration_ensemble_and_postprocessing(ws, trained, tmp_path):
+    ws.run("nnUNetv2_find_best_configuration", DATASET, "-c", "2d", "3d_fullres", "-tr", TRAINER, "-f", 0,
+           "-np", 1)
+    folder = ws.results / ws.dataset_name(DATASET)
+    instructions = (folder / "inference_instructions.txt").read_text()
+    assert TRAINER in instructions
+    raw = ws.raw / ws.dataset_name(DATASET)
+    for configuration in ("2d", "3d_fullres"):
+        ws.predict(DATASET, configuration, TRAINER, raw / "imagesTs", tmp_path / configuration, "--save_probabilities")
+    ws.run("nnUNetv2_ensemble", "-i", tmp_path / "2d", tmp_path / "3d_fullres", "-o", tmp_path / "ensemble", "-np", 1)
+    assert len(list((tmp_path / "ensemble").glob("*.nii.gz"))) == 2
+    pp_pkl = next(folder.glob("ensemble_*/postprocessing.pkl"))
+    plans_json = next(folder.glob("ensemble_*/plans.json"))
+    ws.run("nnUNetv2_apply_postprocessing", "-i", tmp_path / "ensemble", "-o", tmp_path / "pp", "-pp_pkl_file",
+           pp_pkl, "-np", 1, "-plans_json", plans_json)
+    assert len(list((tmp_path / "pp").glob("*.nii.gz"))) == 2
+
+
+@pytest.mark.parametrize("variant", ["ignore", "regions"])
+def test_label_variants_train_and_predict(tmp_path_factory, variant):
+    """Like nnU-Net's own integration datasets: an ignore label, and region-based training (sigmoid)."""
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp(f"variant_{variant}"))
+    dataset = 902 if variant == "ignore" else 903
+    raw = ws.generate(dataset, name=f"Phantom{variant.title()}", num_cases=5, shape=(16, 48, 48),
+                      label_variant=variant, num_test_cases=1, seed=2)
+    ws.plan_and_preprocess(dataset, configurations=("2d",))
+    ws.train(dataset, "2d", 0, "ESUNetDWDRSSTrainer_test")
+    out = tmp_path_factory.mktemp(f"pred_{variant}")
+    ws.predict(dataset, "2d", "ESUNetDWDRSSTrainer_test", raw / "imagesTs", out)
+    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*.nii.gz")))))
+    labels = json.loads((raw / "dataset.json").read_text())["labels"]
+    if variant == "ignore":
+        assert labels["ignore"] not in np.unique(pred)  # nnU-Net never predicts the ignore label
+    assert set(np.unique(pred)) <= set(range(0, 3))
+
+
+def test_vanilla_network_with_dwd_and_rss(ws, tmp_path):
+    """The paper's Table 5 rows for 3D UNet: nnU-Net's own network with DWD + RSS."""
+    ws.train(DATASET, "3d_fullres", 1, "nnUNetTrainerDWDRSS_test")
+    fold = ws.model_folder(DATASET, "3d_fullres", "nnUNetTrainerDWDRSS_test") / "fold_1"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert any(k.startswith("encoder.stages") for k in checkpoint["network_weights"])
