@@ -1,0 +1,55 @@
+"""DLKUNet trainers: the paper's S / M / L networks (2d configuration) or their plans-driven depth (3d).
+
+``DLKUNet{S,M,L}Trainer`` swap only the network; ``...PhaseLoss`` / ``...DynamicLoss`` add the paper's
+Dice/CE weight schedules (Eq. 10-13); ``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and
+augmentation. ``DLKUNetPlansTrainer`` follows nnU-Net's plans for depth as well. docs/dlkunet.md.
+"""
+from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.dlkunet import DLKUNetArchitecture
+from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.loss_schedules import DynamicLossSchedule, PhaseLossSchedule
+from nnunet_ext.training.rss import RSSAugmentation
+
+
+class DLKUNetSTrainer(DLKUNetArchitecture, ExtTrainer):
+    """DLKUNet-S (3 stages, C=96; 1.13 M params in 2D) with nnU-Net's loss, augmentation and schedule."""
+
+    dlkunet_preset = "S"
+
+
+class DLKUNetMTrainer(DLKUNetArchitecture, ExtTrainer):
+    """DLKUNet-M (4 stages, C=96; 4.49 M params in 2D) with nnU-Net's loss, augmentation and schedule."""
+
+    dlkunet_preset = "M"
+
+
+class DLKUNetLTrainer(DLKUNetArchitecture, ExtTrainer):
+    """DLKUNet-L (5 stages, C=96; 17.7 M params in 2D) with nnU-Net's loss, augmentation and schedule."""
+
+    dlkunet_preset = "L"
+
+
+class DLKUNetPlansTrainer(DLKUNetArchitecture, ExtTrainer):
+    """DLKUNet whose depth, strides, kernel sizes and widths all follow nnU-Net's plans (2d and 3d)."""
+
+    dlkunet_preset = None
+
+
+class DLKUNetLPhaseLossTrainer(PhaseLossSchedule, DLKUNetLTrainer):
+    """DLKUNet-L with the paper's phase-based Dice/CE weights (0.6/0.4, then 0.7/0.3)."""
+
+
+class DLKUNetLDynamicLossTrainer(DynamicLossSchedule, DLKUNetLTrainer):
+    """DLKUNet-L with the paper's sigmoid (dynamic) Dice/CE weights."""
+
+
+class DLKUNetLDWDTrainer(DWDFocalLoss, DLKUNetLTrainer):
+    """DLKUNet-L trained with the DWD + focal loss (ES-UNet paper)."""
+
+
+class DLKUNetLRSSTrainer(RSSAugmentation, DLKUNetLTrainer):
+    """DLKUNet-L with Region Specific Scaling added to nnU-Net's augmentation."""
+
+
+class DLKUNetLDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, DLKUNetLTrainer):
+    """DLKUNet-L with DWD + focal loss and Region Specific Scaling."""

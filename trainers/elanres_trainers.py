@@ -1,0 +1,38 @@
+"""ELANRes-MSCA-UNet trainers (3d_fullres as in the paper; 2d works too).
+
+``ELANResMSCAUNetTrainer`` swaps only the network (trained multi-branch, predicted with fused
+convolutions); ``...PaperLoss`` adds the paper's loss family and decaying deep-supervision weights;
+``...Inplane...`` uses per-slice (2D) MSCA strips; ``...DWD...`` / ``...RSS...`` add the ES-UNet
+paper's loss and augmentation. docs/elanres_msca_unet.md.
+"""
+from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.elanres import ELANResMSCAUNetArchitecture
+from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, ELANResLossFamily
+from nnunet_ext.training.rss import RSSAugmentation
+
+
+class ELANResMSCAUNetTrainer(ELANResMSCAUNetArchitecture, ExtTrainer):
+    """ELANRes-MSCA-UNet with nnU-Net's loss, augmentation and schedule."""
+
+
+class ELANResMSCAUNetInplaneTrainer(ELANResMSCAUNetTrainer):
+    """ELANRes-MSCA-UNet with MSCA strips in-plane only (the paper's 3D-to-2D transformation)."""
+
+    elanres_msca_axes = "inplane"
+
+
+class ELANResMSCAUNetPaperLossTrainer(DecayingDeepSupervision, ELANResLossFamily, ELANResMSCAUNetTrainer):
+    """ELANRes-MSCA-UNet with the paper's loss family and decaying deep-supervision weights (Eq. 1-2)."""
+
+
+class ELANResMSCAUNetDWDTrainer(DWDFocalLoss, ELANResMSCAUNetTrainer):
+    """ELANRes-MSCA-UNet trained with the DWD + focal loss (ES-UNet paper)."""
+
+
+class ELANResMSCAUNetRSSTrainer(RSSAugmentation, ELANResMSCAUNetTrainer):
+    """ELANRes-MSCA-UNet with Region Specific Scaling added to nnU-Net's augmentation."""
+
+
+class ELANResMSCAUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ELANResMSCAUNetTrainer):
+    """ELANRes-MSCA-UNet with DWD + focal loss and Region Specific Scaling."""
