@@ -146,7 +146,7 @@ def test_label_values_copied_exactly_and_ignore_label_not_foreground():
     image = seg.float()
     transform = forced(1.5, ignore_label=3)
     out_img, out_seg = run(transform, image, seg)
-    assert set(out_seg.unique().tolist()) == {-1, 0, 1, 2, 3}
+    assert out_seg.dtype == torch.int16 and set(out_seg.unique().tolist()) == {-1, 0, 1, 2, 3}
     # band 10..19 -> 15 voxels at 8..22; ignore block shifted by +3 unscaled: 33..38
     assert torch.nonzero((out_seg[0] == 3).flatten(1).any(1)).flatten().tolist() == list(range(33, 39))
     assert torch.nonzero((out_seg[0] > 0).flatten(1).any(1) & ~(out_seg[0] == 3).flatten(1).any(1)

@@ -92,7 +92,7 @@ def nearest_indices(source: torch.Tensor) -> torch.Tensor:
 
 def take(x: torch.Tensor, dim: int, indices: torch.Tensor) -> torch.Tensor:
     """``x.index_select(dim, indices)``; on CPU through numpy, whose gather along the last axis is ~10x faster."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.dtype == torch.bfloat16:  # numpy has no bfloat16
         return x.index_select(dim, indices.to(x.device))
     return torch.from_numpy(np.take(x.numpy(), indices.numpy(), axis=dim))
 
