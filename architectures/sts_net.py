@@ -218,6 +218,23 @@ class STSNet(nn.Module):
         return [logits] if self.decoder.deep_supervision else logits
 
 
+def fold_slices(x: torch.Tensor, context: int, replicate_edges: bool) -> torch.Tensor:
+    """(B, C, D, Y, X) -> (B * D', C * (2 context + 1), Y, X): each slice with its neighbours as channels.
+
+    Channels are modality-major: [c0(z-1), c0(z), c0(z+1), c1(z-1), ...], so one modality reads like RGB.
+    ``replicate_edges``: D' = D, the first/last slice stand in for missing neighbours (the paper's rule
+    at a volume's ends); otherwise D' = D - 2 context, only slices with all neighbours present.
+    """
+    if replicate_edges:
+        x = F.pad(x, (0, 0, 0, 0, context, context), mode="replicate")
+    elif x.shape[2] <= 2 * context:
+        raise ValueError(f"STS-Net 2.5D without edge slices needs more than {2 * context} slices, got {x.shape[2]}")
+    b, channels, _, y, w = x.shape
+    stack = 2 * context + 1
+    stacks = x.unfold(2, stack, 1)  # (B, C, D', Y, X, S)
+    return stacks.permute(0, 2, 1, 5, 3, 4).reshape(-1, channels * stack, y, w)
+
+
 @register("architecture")
 class STSNet25D(STSNet):
     """STS-Net on 2.5D input: each slice segmented from itself and its neighbours stacked as channels.
@@ -238,23 +255,10 @@ class STSNet25D(STSNet):
         self.context_slices = context_slices
         self.predict_edge_slices = True
 
-    @property
-    def stack_size(self) -> int:
-        return 2 * self.context_slices + 1
-
     def fold(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, Y, X) -> (B * D', C * S, Y, X): slice z's stack is channels [c0(z-1), c0(z), c0(z+1), c1(z-1), ...]."""
         if x.ndim != 5 or x.shape[1] != self.slice_channels:
             raise ValueError(f"STS-Net 2.5D expects (batch, {self.slice_channels}, slices, Y, X), got {tuple(x.shape)}")
-        c = self.context_slices
-        if self.predict_edge_slices:
-            x = F.pad(x, (0, 0, 0, 0, c, c), mode="replicate")
-        elif x.shape[2] <= 2 * c:
-            raise ValueError(f"STS-Net 2.5D without edge slices needs more than {2 * c} slices, got {x.shape[2]}")
-        b, ch, _, y, w = x.shape
-        stacks = x.unfold(2, self.stack_size, 1)  # (B, C, D', Y, X, S)
-        depth = stacks.shape[2]
-        return stacks.permute(0, 2, 1, 5, 3, 4).reshape(b * depth, ch * self.stack_size, y, w)
+        return fold_slices(x, self.context_slices, self.predict_edge_slices)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         batch = x.shape[0]
