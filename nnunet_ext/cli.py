@@ -13,7 +13,9 @@ COMMAND_MODULES = {
     "cost": "nnunet_ext.commands.model_cost",
     "demo": "nnunet_ext.commands.demo",
     "generate": "nnunet_ext.commands.generate",
+    "plans": "nnunet_ext.commands.plans",
     "lesion-stats": "nnunet_ext.commands.lesion_stats",
+    "benchmark": "nnunet_ext.commands.benchmark",
 }
 
 

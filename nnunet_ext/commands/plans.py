@@ -1,0 +1,41 @@
+"""`nnunet-ext plans`: write nnUNetPlans_<Arch>.json for one of our networks, memory-matched to nnU-Net's plans."""
+
+
+def add_parser(subparsers):
+    from nnunet_ext.planning.arch_plans import PLANNABLE
+
+    p = subparsers.add_parser(
+        "plans", help="derive nnUNetPlans_<Arch>.json (our network, same preprocessing, matched memory)",
+        description="Reads $nnUNet_preprocessed/DatasetXXX_Name/nnUNetPlans.json and writes nnUNetPlans_<Arch>.json "
+                    "beside it: same data_identifier (no re-preprocessing), our network as the architecture, batch "
+                    "then patch size reduced until the estimated training memory fits the budget (default: what "
+                    "nnU-Net's planned PlainConvUNet needs by the same estimate). Train with -p nnUNetPlans_<Arch>.")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name")
+    p.add_argument("-a", "--architecture", required=True, help=f"one of: {', '.join(sorted(PLANNABLE))}")
+    p.add_argument("-c", "--configurations", nargs="+", default=None,
+                   help="configurations to convert (default: every configuration with its own network)")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory budget by our estimate (default: that of nnU-Net's planned PlainConvUNet)")
+    p.add_argument("--plans", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
+    p.add_argument("--optimizer-states", type=int, default=1,
+                   help="optimizer state tensors per parameter: 1 for nnU-Net's SGD (default), 2 for Adam")
+    p.add_argument("--preprocessed", default=None, help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from nnunet_ext.planning.arch_plans import PlanningError, plan_architecture
+
+    try:
+        out, fits = plan_architecture(args.dataset, args.architecture, args.configurations, args.memory_gb,
+                                      args.preprocessed, args.plans, args.optimizer_states)
+    except PlanningError as error:
+        raise SystemExit(f"nnunet-ext plans: {error}")
+    print(f"{'configuration':<14} {'budget GB':>9} {'planned (batch, patch)':>28} {'ours (batch, patch)':>28} {'est. GB':>8}")
+    for f in fits:
+        planned = f"{f.planned_batch_size}, {list(f.planned_patch_size)}"
+        ours = f"{f.estimate.batch_size}, {list(f.estimate.patch_size)}"
+        print(f"{f.configuration:<14} {f.budget_gb:>9.3f} {planned:>28} {ours:>28} {f.estimate.total_gb:>8.3f}")
+    print(f"wrote {out}")
+    print(f"train with: nnUNetv2_train {args.dataset} CONFIGURATION FOLD -p {out.stem}")
+    return 0

@@ -1,0 +1,218 @@
+"""Device-independent estimate of the memory one training step needs: a network at (batch size, patch size).
+
+nnU-Net sizes its plans with ``compute_conv_feature_map_size``, which only PlainConvUNet-like networks
+implement. Ours have other layouts (full-scale skips, attention, large kernels), so we measure instead:
+
+    total = parameters + gradients + optimizer state + activations saved for backward
+
+Activations are what autograd keeps between forward and backward. They are counted with
+``torch.autograd.graph.saved_tensors_hooks`` during one CPU forward (plus a Dice/CE-like loss on every
+output, as nnU-Net's loss saves softmax / log-softmax) at two small inputs, and fitted as
+``bytes_per_sample = intercept + per_voxel * voxels``; convolutional activations scale exactly with the
+voxel count, the intercept takes what does not (e.g. squeeze-excitation vectors). Everything is fp32:
+under nnU-Net's mixed precision a GPU stores most activations in half precision, so compare estimates
+with each other (as ``nnunet-ext plans`` does), and read absolute numbers as an fp32 upper bound.
+
+``python -m nnunet_ext.planning.memory`` compares the estimate with a measured peak (process RSS of a
+real CPU forward + backward + optimizer step, in a fresh subprocess); see docs/plans.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GB = 1024 ** 3
+# nnU-Net trains with SGD + Nesterov momentum: one state tensor per parameter (Adam keeps two)
+SGD_MOMENTUM_STATES = 1
+
+
+@dataclass(frozen=True)
+class ActivationModel:
+    """Bytes autograd saves for one sample: ``intercept + per_voxel * voxels`` (fitted at two sizes)."""
+    intercept: float
+    per_voxel: float
+    probes: Tuple[Tuple[Tuple[int, ...], int], ...]  # (probe shape, measured bytes) the fit came from
+
+    def bytes_per_sample(self, patch_size: Sequence[int]) -> float:
+        return self.intercept + self.per_voxel * float(np.prod(patch_size, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    activation_bytes: float
+    batch_size: int
+    patch_size: Tuple[int, ...]
+
+    @property
+    def total_bytes(self) -> float:
+        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GB
+
+    def as_dict(self) -> dict:
+        return {"total_gb": round(self.total_gb, 4), "parameters_gb": round(self.parameter_bytes / GB, 4),
+                "gradients_gb": round(self.gradient_bytes / GB, 4), "optimizer_gb": round(self.optimizer_bytes / GB, 4),
+                "activations_gb": round(self.activation_bytes / GB, 4), "batch_size": self.batch_size,
+                "patch_size": list(self.patch_size)}
+
+
+def _outputs(result) -> list:
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def surrogate_loss(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """What nnU-Net's Dice + CE keeps per output: a softmax (Dice) and a log-softmax + target (CE)."""
+    loss = 0.0
+    for out in outputs:
+        target = torch.zeros((out.shape[0], *out.shape[2:]), dtype=torch.long, device=out.device)
+        loss = loss + F.cross_entropy(out, target) + torch.softmax(out, 1).mean()
+    return loss
+
+
+def saved_tensor_bytes(network: nn.Module, x: torch.Tensor,
+                       loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one forward (parameters excluded:
+    they are counted once as parameters). Storages are told apart by address, so views and in-place
+    results of one tensor count once."""
+    parameter_storages = {p.untyped_storage().data_ptr() for p in network.parameters()}
+    saved = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameter_storages:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    network.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn(_outputs(network(x)))
+    return int(sum(saved.values()))
+
+
+def probe_shapes(divisor: Sequence[int]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Two smallest inputs the network accepts: a bottleneck of 1 x .. x 2 and 1 x .. x 2 x 2 voxels
+    (never a single bottleneck voxel, which instance norm refuses)."""
+    divisor = [int(d) for d in divisor]
+    a = [*divisor[:-1], 2 * divisor[-1]]
+    b = [*divisor[:-2], 2 * divisor[-2], 2 * divisor[-1]]
+    return tuple(a), tuple(b)
+
+
+def fit_activation_model(network: nn.Module, input_channels: int, divisor: Sequence[int],
+                         loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> ActivationModel:
+    """Measure saved-tensor bytes at two probe sizes (batch 1) and fit ``intercept + per_voxel * voxels``."""
+    if len(divisor) < 2:
+        raise ValueError(f"need a 2D or 3D network, got a divisor with {len(divisor)} axis")
+    probes = []
+    for shape in probe_shapes(divisor):
+        x = torch.zeros((1, input_channels, *shape))
+        try:
+            probes.append((shape, saved_tensor_bytes(network, x, loss_fn)))
+        except Exception as error:  # a network that cannot run the probe must say so here, not deep in torch
+            raise RuntimeError(f"memory probe: {type(network).__name__} failed on an input of shape "
+                               f"{tuple(x.shape)} (divisor {tuple(divisor)}): {error}") from error
+    (shape_a, bytes_a), (shape_b, bytes_b) = probes
+    voxels_a, voxels_b = np.prod(shape_a), np.prod(shape_b)
+    per_voxel = (bytes_b - bytes_a) / float(voxels_b - voxels_a)
+    intercept = max(0.0, bytes_a - per_voxel * voxels_a)
+    return ActivationModel(float(intercept), float(per_voxel), tuple(probes))
+
+
+def parameter_bytes(network: nn.Module) -> int:
+    return int(sum(p.numel() * p.element_size() for p in network.parameters() if p.requires_grad))
+
+
+def estimate_training_memory(network: nn.Module, input_channels: int, patch_size: Sequence[int], batch_size: int,
+                             divisor: Sequence[int], optimizer_states: int = SGD_MOMENTUM_STATES,
+                             activations: ActivationModel | None = None) -> MemoryEstimate:
+    """Training-step memory of ``network`` at (``batch_size``, ``patch_size``); ``divisor`` = total stride per axis."""
+    if len(patch_size) != len(divisor):
+        raise ValueError(f"patch size {tuple(patch_size)} and divisor {tuple(divisor)} differ in dimensionality")
+    activations = activations or fit_activation_model(network, input_channels, divisor)
+    params = parameter_bytes(network)
+    return MemoryEstimate(params, params, optimizer_states * params,
+                          batch_size * activations.bytes_per_sample(patch_size), int(batch_size),
+                          tuple(int(p) for p in patch_size))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# validation against a real measurement
+
+def _plain_unet(input_channels: int, num_classes: int, dim: int, n_stages: int) -> Tuple[nn.Module, Tuple[int, ...]]:
+    """nnU-Net's default network (PlainConvUNet with the planner's settings), isotropic strides of 2."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    conv = nn.Conv3d if dim == 3 else nn.Conv2d
+    norm = nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d
+    strides = [[1] * dim] + [[2] * dim] * (n_stages - 1)
+    network = PlainConvUNet(input_channels, n_stages, [min(320, 32 * 2 ** i) for i in range(n_stages)], conv, 3,
+                            strides, 2, num_classes, 1, True, norm, {"eps": 1e-5, "affine": True}, None, None,
+                            nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
+    return network, (2 ** (n_stages - 1),) * dim
+
+
+def _measure_child(spec: dict) -> dict:
+    """Run in a fresh process: peak-RSS growth of one forward + backward + SGD step."""
+    torch.set_num_threads(1)
+    x = torch.randn((spec["batch_size"], spec["input_channels"], *spec["patch_size"]))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    network, _ = _plain_unet(spec["input_channels"], spec["num_classes"], len(spec["patch_size"]), spec["n_stages"])
+    optimizer = torch.optim.SGD(network.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
+    network.train()
+    surrogate_loss(_outputs(network(x))).backward()
+    optimizer.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"measured_bytes": (peak - baseline) * 1024}  # Linux reports ru_maxrss in KiB
+
+
+def validate(patch_size: Sequence[int], batch_size: int, n_stages: int, input_channels: int = 1,
+             num_classes: int = 3) -> dict:
+    """Estimate vs measured peak for PlainConvUNet (the measurement runs in a subprocess)."""
+    spec = {"patch_size": [int(p) for p in patch_size], "batch_size": int(batch_size), "n_stages": int(n_stages),
+            "input_channels": int(input_channels), "num_classes": int(num_classes)}
+    network, divisor = _plain_unet(input_channels, num_classes, len(patch_size), n_stages)
+    estimate = estimate_training_memory(network, input_channels, patch_size, batch_size, divisor)
+    child = subprocess.run([sys.executable, "-m", "nnunet_ext.planning.memory", "--child", json.dumps(spec)],
+                           capture_output=True, text=True, check=True)
+    measured = json.loads(child.stdout.strip().splitlines()[-1])["measured_bytes"]
+    return {**spec, "estimate_gb": estimate.total_gb, "activations_gb": estimate.activation_bytes / GB,
+            "measured_gb": measured / GB, "ratio": estimate.total_bytes / measured}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Compare the memory estimate with a measured CPU peak (PlainConvUNet)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--patch", type=int, nargs="+", action="append",
+                        help="patch size (repeatable; default: 32 64 64 and 48 96 96)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--stages", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_measure_child(json.loads(args.child))))
+        return 0
+    torch.set_num_threads(1)
+    print(f"{'patch':>16} {'batch':>5} {'estimate GB':>11} {'measured GB':>11} {'ratio':>6}")
+    for patch in args.patch or [[32, 64, 64], [48, 96, 96]]:
+        r = validate(patch, args.batch, args.stages)
+        print(f"{'x'.join(map(str, patch)):>16} {args.batch:>5} {r['estimate_gb']:>11.3f} "
+              f"{r['measured_gb']:>11.3f} {r['ratio']:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
