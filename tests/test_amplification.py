@@ -11,7 +11,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunet_ext.data import lesion_stats as ls
-from nnunet_ext.data.amplified_loader import AmplificationPlan, AmplifiedDataLoader, amplified_probability
+from nnunet_ext.data.amplified_loader import (AmplificationPlan, AmplifiedDataLoader, amplified_probability,
+                                              lesion_centred_bbox)
 from nnunet_ext.data.lesion_stats import (default_cache_path, default_lesion_label, lesion_units_of_case,
                                           load_or_compute_lesion_stats, perfect_power_ceil, size_thresholds)
 from nnunet_ext.training.amplification import SmallLesionAmplification, amplification_plan
@@ -379,3 +380,26 @@ def test_mixin_puts_amplification_first():
 
     with pytest.raises(ValueError, match="amplification_method = 9"):
         BadMethod.get_training_transforms((32, 32), (-np.pi, np.pi), None, (0, 1), False, foreground_labels=[1, 2])
+
+
+def test_in_plane_only_crops_for_slice_stacks():
+    # a 2.5D stack (5 slices): crops must leave the slice axis alone
+    image, seg = coordinate_sample((5, 40, 40), [(2, 3), (18, 22), (18, 22)])
+    assert BorderCropResizeTransform(LESION, axes=(-2, -1)).variants((5, 40, 40)) == [(1, 2), (1,), (2,)]
+    np.random.seed(9)
+    for t in (BorderCropResizeTransform(LESION, axes=(-2, -1)), CentreExpansionCropTransform(LESION, axes=(-2, -1))):
+        for _ in range(10):
+            out = t(image=image.clone(), segmentation=seg.clone())
+            assert window_of(out)[0] == (0, 5) and window_of(out)[1:] != [(0, 40), (0, 40)]
+            assert_aligned_and_lesion_kept(image, seg, out)
+    with pytest.raises(ValueError, match="do not exist"):
+        BorderCropResizeTransform(LESION, axes=(-4,)).variants((5, 40, 40))
+
+
+def test_slice_unit_centres_a_slice_stack():
+    # 2D statistics used with a (5, 8, 8) patch: the window is centred on the qualifying slice
+    unit = ls.LesionUnit("a", 2, 9, (((2, 3), (0, 2), (8, 10)),), (9,))
+    np.random.seed(10)
+    lbs, ubs = lesion_centred_bbox(unit, (5, 8, 8))
+    assert lbs[0] == 0 and ubs[0] == 5  # slice 2 -> slices [0, 5)
+    assert 0 - 4 <= lbs[1] <= 1 - 4 and 8 - 4 <= lbs[2] <= 9 - 4

@@ -51,7 +51,8 @@ def run(args):
     print(f"{dataset_name} / {args.configuration} ({config.data_identifier}), lesion label {label}, "
           f"{stats.ndim}D, unit {stats.unit}")
     print(f"  cases {summary['num_cases']}, images U = {summary['num_images']}")
-    print(f"  images with lesion A = {summary['A']}, total lesion size S = {summary['S']}")
+    what = "images with lesion" if stats.unit == "image" else "connected lesions"
+    print(f"  {what} A = {summary['A']}, total lesion size S = {summary['S']}")
     if stats.A:
         power = "^2" if stats.ndim == 2 else "^3"
         root = "sqrt" if stats.ndim == 2 else "cbrt"

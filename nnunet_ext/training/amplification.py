@@ -55,6 +55,8 @@ class SmallLesionAmplification:
     border_fraction: float = PAPER_BORDER_FRACTION
     centre_half_size_fraction: Tuple[float, float] = PAPER_CENTRE_HALF_SIZE_FRACTION
     centre_dilation: int = PAPER_CENTRE_DILATION
+    amplification_axes: Optional[Tuple[int, ...]] = None  # spatial axes crops may cut; None: all
+    lesion_stats_ndim: Optional[int] = None  # 2: slice statistics, 3: case statistics; None: the patch's
 
     @classmethod
     def amplification_method_spec(cls) -> AmplificationMethod:
@@ -85,7 +87,7 @@ class SmallLesionAmplification:
             raise ValueError(f"{cls.__name__}: amplification needs the dataset's foreground labels to find the lesion")
         amplify = build_amplification_transform(
             cls.amplification_method_spec(), resolve_lesion_label(cls.lesion_label, foreground_labels),
-            cls.border_fraction, cls.centre_half_size_fraction, cls.centre_dilation)
+            cls.border_fraction, cls.centre_half_size_fraction, cls.centre_dilation, cls.amplification_axes)
         if not isinstance(pipeline, ComposeTransforms):
             return ComposeTransforms([amplify, pipeline])
         pipeline.transforms.insert(0, amplify)  # first: it works on the loader's crop and plain labels
@@ -94,8 +96,8 @@ class SmallLesionAmplification:
     def lesion_statistics(self) -> LesionStats:
         """All cases' statistics, cached next to the preprocessed data (``nnunet-ext lesion-stats`` prints them)."""
         label = resolve_lesion_label(self.lesion_label, self.label_manager.foreground_labels)
-        return load_or_compute_lesion_stats(self.preprocessed_dataset_folder, label,
-                                            len(self.configuration_manager.patch_size), self.lesion_unit)
+        ndim = self.lesion_stats_ndim or len(self.configuration_manager.patch_size)
+        return load_or_compute_lesion_stats(self.preprocessed_dataset_folder, label, ndim, self.lesion_unit)
 
     def build_amplification_plan(self, training_cases) -> AmplificationPlan:
         stats = self.lesion_statistics().subset(training_cases)

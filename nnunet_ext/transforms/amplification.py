@@ -73,9 +73,18 @@ def crop_and_resize(x: torch.Tensor, window: Window, is_segmentation: bool) -> t
 class _WindowResizeTransform(BasicTransform):
     """Base: pick a window from the sample (``choose_window``), crop image and segmentation to it, resize back."""
 
-    def __init__(self, lesion_label: int):
+    def __init__(self, lesion_label: int, axes: Optional[Sequence[int]] = None):
         super().__init__()
         self.lesion_label = int(lesion_label)
+        self.axes = None if axes is None else tuple(int(a) for a in axes)
+
+    def croppable_axes(self, ndim: int) -> Tuple[int, ...]:
+        """Spatial axes this transform may crop (``axes``, negative counted from the end; None: all)."""
+        if self.axes is None:
+            return tuple(range(ndim))
+        if any(not -ndim <= a < ndim for a in self.axes):
+            raise ValueError(f"{type(self).__name__}: axes {self.axes} do not exist in a {ndim}D patch")
+        return tuple(sorted({a % ndim for a in self.axes}))
 
     def choose_window(self, shape: Sequence[int], box: Optional[Window]) -> Optional[Window]:
         raise NotImplementedError
@@ -103,15 +112,16 @@ class _WindowResizeTransform(BasicTransform):
 class BorderCropResizeTransform(_WindowResizeTransform):
     """STS-Net standard crop: cut a border off all axes or off one axis, resize back (lesion box kept)."""
 
-    def __init__(self, lesion_label: int, border_fraction: float = PAPER_BORDER_FRACTION):
-        super().__init__(lesion_label)
+    def __init__(self, lesion_label: int, border_fraction: float = PAPER_BORDER_FRACTION,
+                 axes: Optional[Sequence[int]] = None):
+        super().__init__(lesion_label, axes)
         if not 0 < border_fraction < 0.5:
             raise ValueError(f"border_fraction must be in (0, 0.5), got {border_fraction}")
         self.border_fraction = float(border_fraction)
 
     def variants(self, shape: Sequence[int]) -> List[Tuple[int, ...]]:
         """The paper's "all four sides / top+bottom / left+right", generalised: all axes, or one axis."""
-        axes = tuple(a for a, s in enumerate(shape) if round(self.border_fraction * s) > 0)
+        axes = tuple(a for a in self.croppable_axes(len(shape)) if round(self.border_fraction * shape[a]) > 0)
         if not axes:
             return []
         return [axes] + ([(a,) for a in axes] if len(axes) > 1 else [])
@@ -133,8 +143,8 @@ class CentreExpansionCropTransform(_WindowResizeTransform):
     """STS-Net method 4: crop a random-size window centred on the lesion's box, resize back."""
 
     def __init__(self, lesion_label: int, half_size_fraction: Tuple[float, float] = PAPER_CENTRE_HALF_SIZE_FRACTION,
-                 dilation: int = PAPER_CENTRE_DILATION):
-        super().__init__(lesion_label)
+                 dilation: int = PAPER_CENTRE_DILATION, axes: Optional[Sequence[int]] = None):
+        super().__init__(lesion_label, axes)
         lo, hi = half_size_fraction
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"half_size_fraction must satisfy 0 < low <= high <= 0.5, got {half_size_fraction}")
@@ -146,8 +156,11 @@ class CentreExpansionCropTransform(_WindowResizeTransform):
     def choose_window(self, shape, box):
         if box is None:
             return None  # nothing to centre on (the lesion lies outside this patch)
-        window = []
-        for s, (blo, bhi) in zip(shape, box):
+        window, croppable = [], self.croppable_axes(len(shape))
+        for axis, (s, (blo, bhi)) in enumerate(zip(shape, box)):
+            if axis not in croppable:
+                window.append((0, s))
+                continue
             blo, bhi = max(0, blo - self.dilation), min(s, bhi + self.dilation)
             centre = (blo + bhi) // 2
             half = int(round(np.random.uniform(*self.half_size_fraction) * s))
@@ -243,10 +256,11 @@ PAPER_METHODS = {
 }
 
 
-def standard_operations(lesion_label: int, border_fraction: float = PAPER_BORDER_FRACTION) -> List[BasicTransform]:
+def standard_operations(lesion_label: int, border_fraction: float = PAPER_BORDER_FRACTION,
+                        axes: Optional[Sequence[int]] = None) -> List[BasicTransform]:
     """The 4 standard copies: vertical flip, horizontal flip, border crop, horizontal flip + border crop."""
     def crop():
-        return BorderCropResizeTransform(lesion_label, border_fraction)
+        return BorderCropResizeTransform(lesion_label, border_fraction, axes)
     return [LesionFlipTransform(-2), LesionFlipTransform(-1), crop(),
             ComposeTransforms([LesionFlipTransform(-1), crop()])]
 
@@ -254,20 +268,24 @@ def standard_operations(lesion_label: int, border_fraction: float = PAPER_BORDER
 def build_amplification_transform(method: AmplificationMethod | int, lesion_label: int,
                                   border_fraction: float = PAPER_BORDER_FRACTION,
                                   centre_half_size_fraction: Tuple[float, float] = PAPER_CENTRE_HALF_SIZE_FRACTION,
-                                  centre_dilation: int = PAPER_CENTRE_DILATION) -> SmallLesionAmplificationTransform:
-    """One operation per paper copy, drawn uniformly: a marked sample is one of the method's copies."""
+                                  centre_dilation: int = PAPER_CENTRE_DILATION,
+                                  axes: Optional[Sequence[int]] = None) -> SmallLesionAmplificationTransform:
+    """One operation per paper copy, drawn uniformly: a marked sample is one of the method's copies.
+
+    ``axes``: the spatial axes crops may cut (None: all; (-2, -1): in-plane only, for 2.5D slice stacks).
+    """
     if isinstance(method, int):
         if method not in PAPER_METHODS:
             raise ValueError(f"unknown STS-Net amplification method {method}; Table 7 has {sorted(PAPER_METHODS)}")
         method = PAPER_METHODS[method]
-    operations = standard_operations(lesion_label, border_fraction)
+    operations = standard_operations(lesion_label, border_fraction, axes)
     if method.standard_rounds == 2:
-        operations += [RefineIfStillSmallTransform(op, BorderCropResizeTransform(lesion_label, border_fraction),
+        operations += [RefineIfStillSmallTransform(op, BorderCropResizeTransform(lesion_label, border_fraction, axes),
                                                    lesion_label)
-                       for op in standard_operations(lesion_label, border_fraction)]
+                       for op in standard_operations(lesion_label, border_fraction, axes)]
     elif method.standard_rounds != 1:
         raise ValueError(f"{method.name}: standard_rounds must be 1 or 2, got {method.standard_rounds}")
-    operations += [CentreExpansionCropTransform(lesion_label, centre_half_size_fraction, centre_dilation)
+    operations += [CentreExpansionCropTransform(lesion_label, centre_half_size_fraction, centre_dilation, axes)
                    for _ in range(method.centre_copies)]
     assert len(operations) == method.copies
     return SmallLesionAmplificationTransform(operations)

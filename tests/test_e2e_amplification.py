@@ -1,0 +1,57 @@
+"""End-to-end: STS-Net amplification trainers through the real nnU-Net CLI (tiny 2D data, short schedule)."""
+import json
+import re
+
+import pytest
+
+from e2e_utils import NnUNetWorkspace
+
+pytestmark = pytest.mark.e2e
+DATASET_ID = 731
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp("amplify"))
+    ws.generate(DATASET_ID, name="AmplifyE2E", num_cases=4, shape=(8, 48, 48), spacing=(3.0, 1.0, 1.0),
+                num_test_cases=1, seed=0)
+    ws.plan_and_preprocess(DATASET_ID, configurations=("2d",))
+    return ws
+
+
+def lesion_stats(ws, *extra):
+    return json.loads(ws.run("nnunet-ext", "lesion-stats", "-d", DATASET_ID, "-c", "2d", "--json", *extra))
+
+
+def test_lesion_stats_command_computes_and_caches(workspace):
+    summary = lesion_stats(workspace)
+    cache = workspace.preprocessed / workspace.dataset_name(DATASET_ID) / "nnUNetPlans_2d_lesion_stats_label2_image.json"
+    assert summary["cache"] == str(cache) and cache.is_file()
+    # Eq. 1-2 on whatever the generator drew: N1 = ceil(sqrt(S/A))^2, N2 = ceil(sqrt(N1/2))^2
+    n1, n2 = summary["N1"], summary["N2"]
+    assert round(n1 ** 0.5) ** 2 == n1 and (round(n1 ** 0.5) - 1) ** 2 < summary["S"] / summary["A"] <= n1
+    assert round(n2 ** 0.5) ** 2 == n2 and (round(n2 ** 0.5) - 1) ** 2 < n1 / 2 <= n2
+    mtime = cache.stat().st_mtime_ns
+    assert lesion_stats(workspace) == summary and cache.stat().st_mtime_ns == mtime  # reused, not rewritten
+
+
+@pytest.mark.parametrize("trainer, method, copies", [("nnUNetTrainerAmplify_test", 4, 5),
+                                                     ("nnUNetTrainerAmplifyM3_test", 3, 8)])
+def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer, method, copies):
+    summary = lesion_stats(workspace)
+    workspace.train(DATASET_ID, "2d", "all", trainer)
+    folder = workspace.model_folder(DATASET_ID, "2d", trainer) / "fold_all"
+    assert (folder / "checkpoint_final.pth").is_file()
+    log = "\n".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    line = re.search(r"amplification \(method (\d).*?qualifying Q=(\d+), copies per image (\d+), "
+                     r"amplified draw probability ([0-9.]+)", log)
+    assert line, "the trainer did not log its amplification plan"
+    assert int(line[1]) == method and int(line[3]) == copies
+    assert f"N1={summary['N1']}, N2={summary['N2']}" in log  # fold 'all': training cases = all cases
+    q = int(line[2])
+    assert q == summary["below_N2"]  # methods 3 and 4 amplify 5 < size < N2
+    assert float(line[4]) == pytest.approx(copies * q / (summary["num_images"] + copies * q), abs=1e-4)
+    out = tmp_path / "pred"
+    raw = workspace.raw / workspace.dataset_name(DATASET_ID)
+    workspace.predict(DATASET_ID, "2d", trainer, raw / "imagesTs", out, folds=("all",))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
