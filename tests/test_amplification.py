@@ -362,12 +362,22 @@ class _Probe(SmallLesionAmplification, nnUNetTrainer):
     pass
 
 
-def test_mixin_puts_amplification_first():
+def test_mixin_puts_amplification_behind_the_spatial_transform():
     pipeline = _Probe.get_training_transforms((32, 32), (-np.pi, np.pi), None, (0, 1), False,
                                               foreground_labels=[1, 2])
-    first = pipeline.transforms[0]
-    assert isinstance(first, SmallLesionAmplificationTransform) and len(first.operations) == 5
-    assert first.operations[4].lesion_label == 2
+    kinds = [type(t).__name__ for t in pipeline.transforms]
+    position = kinds.index("SmallLesionAmplificationTransform")
+    assert kinds[position - 1] == "SpatialTransform" and kinds.count("SmallLesionAmplificationTransform") == 1
+    amplify = pipeline.transforms[position]
+    assert len(amplify.operations) == 5 and amplify.operations[4].lesion_label == 2
+    image, seg = coordinate_sample((46, 46), [(21, 25), (21, 25)])
+    torch.manual_seed(0)
+    out = pipeline(image=image[:1].clone(), segmentation=seg.clone(), **{AMPLIFY_KEY: 25})
+    assert out["image"].shape == (1, 32, 32) and AMPLIFY_KEY not in out and (out["segmentation"] == LESION).any()
+    dummy_2d = _Probe.get_training_transforms((8, 32, 32), (-np.pi, np.pi), None, (1, 2), True,
+                                              foreground_labels=[1, 2])
+    kinds = [type(t).__name__ for t in dummy_2d.transforms]
+    assert kinds[kinds.index("SmallLesionAmplificationTransform") - 1] == "Convert2DTo3DTransform"
 
     class BadLabel(_Probe):
         lesion_label = 7

@@ -1,7 +1,8 @@
 """Trainer mixin: STS-Net's small-lesion amplification on any nnU-Net trainer (2D or 3D).
 
-Two pieces: ``get_training_transforms`` puts the amplification operations first in nnU-Net's
-pipeline (they see the loader's oversized crop and the plain label map), and ``get_dataloaders``
+Two pieces: ``get_training_transforms`` puts the amplification operations right after nnU-Net's
+spatial transform (they see the final patch, the analogue of the paper's image, and the plain label
+map, before intensity augmentation, regions and deep-supervision targets), and ``get_dataloaders``
 swaps nnU-Net's training loader for :class:`AmplifiedDataLoader`, fed from the dataset's cached
 lesion statistics restricted to this fold's training cases. Validation is untouched.
 """
@@ -13,7 +14,9 @@ import numpy as np
 
 from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
@@ -25,6 +28,16 @@ from nnunet_ext.data.lesion_stats import LesionStats, load_or_compute_lesion_sta
 from nnunet_ext.transforms.amplification import (PAPER_BORDER_FRACTION, PAPER_CENTRE_DILATION,
                                                  PAPER_CENTRE_HALF_SIZE_FRACTION, PAPER_METHODS,
                                                  AmplificationMethod, build_amplification_transform)
+
+
+def insert_after_spatial(pipeline: BasicTransform, transform: BasicTransform) -> int:
+    """Put ``transform`` behind the pipeline's spatial step (and its 2D->3D conversion); returns the index."""
+    if not isinstance(pipeline, ComposeTransforms):
+        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
+    spatial = [i for i, t in enumerate(pipeline.transforms) if isinstance(t, (SpatialTransform, Convert2DTo3DTransform))]
+    position = spatial[-1] + 1 if spatial else 0
+    pipeline.transforms.insert(position, transform)
+    return position
 
 
 def amplification_plan(stats: LesionStats, method: AmplificationMethod, min_lesion_size: int = 5,
@@ -88,9 +101,7 @@ class SmallLesionAmplification:
         amplify = build_amplification_transform(
             cls.amplification_method_spec(), resolve_lesion_label(cls.lesion_label, foreground_labels),
             cls.border_fraction, cls.centre_half_size_fraction, cls.centre_dilation, cls.amplification_axes)
-        if not isinstance(pipeline, ComposeTransforms):
-            return ComposeTransforms([amplify, pipeline])
-        pipeline.transforms.insert(0, amplify)  # first: it works on the loader's crop and plain labels
+        insert_after_spatial(pipeline, amplify)
         return pipeline
 
     def lesion_statistics(self) -> LesionStats:

@@ -1,0 +1,113 @@
+"""Per-sample augmentation time of nnU-Net's training pipeline with and without STS-Net amplification.
+
+``python -m nnunet_ext.benchmarks.amplification_speed`` builds nnU-Net's default training transforms
+(nnUNetTrainer.get_training_transforms, as get_dataloaders calls it) and the same pipeline with the
+amplification behind the spatial transform (SmallLesionAmplification, method 4), feeds both the loader's
+oversized crop of
+a synthetic sample (organ + one small lesion at the crop centre, as a lesion-centred draw), one torch
+thread (nnU-Net's workers run with threadpool_limits(1)), and prints the mean time per sample:
+plain pipeline, amplified pipeline on an unmarked sample (a normal draw), and on a marked sample (an
+amplified copy), interleaved so machine load affects all three alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.training.amplification import SmallLesionAmplification
+from nnunet_ext.transforms.amplification import AMPLIFY_KEY
+
+ORGAN, LESION = 1, 2
+
+
+class _AmplifiedPipeline(SmallLesionAmplification, nnUNetTrainer):
+    amplification_method = 4
+
+
+def nnunet_augmentation_settings(patch_size: Sequence[int]):
+    """nnU-Net 2.8's rotation, mirror axes and loader crop size for an isotropic patch (no dummy 2D)."""
+    dim = len(patch_size)
+    angle = np.pi if dim == 2 else np.pi / 6
+    rotation = (-angle, angle)
+    initial = get_patch_size(patch_size, rotation, rotation, rotation, (0.85, 1.25))
+    ds_scales = [[1.0 / 2 ** i] * dim for i in range(5)]
+    return rotation, tuple(range(dim)), tuple(int(i) for i in initial), ds_scales
+
+
+def synthetic_sample(shape: Sequence[int], lesion_radius: float, seed: int = 0):
+    """Image (1, *shape) and label map: an organ ellipsoid and a small lesion at the centre of the crop."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in shape], indexing="ij")
+    organ = sum((g / (0.3 * s)) ** 2 for g, s in zip(grid, shape)) < 1
+    lesion = sum(g ** 2 for g in grid) < lesion_radius ** 2
+    seg = np.zeros(shape, np.int16)
+    seg[organ], seg[lesion] = ORGAN, LESION
+    image = rng.standard_normal(shape).astype(np.float32) + seg
+    return torch.from_numpy(image[None]), torch.from_numpy(seg[None])
+
+
+def time_pipelines(patch_size: Sequence[int], lesion_radius: float, repeats: int) -> Dict[str, float]:
+    rotation, mirror, initial, ds_scales = nnunet_augmentation_settings(patch_size)
+    kwargs = dict(foreground_labels=[ORGAN, LESION])
+    plain = nnUNetTrainer.get_training_transforms(patch_size, rotation, ds_scales, mirror, False, **kwargs)
+    amplified = _AmplifiedPipeline.get_training_transforms(patch_size, rotation, ds_scales, mirror, False, **kwargs)
+    image, seg = synthetic_sample(initial, lesion_radius)
+    runs = {"plain": (plain, {}), "amplified, normal draw": (amplified, {}),
+            "amplified, marked copy": (amplified, {AMPLIFY_KEY: 10 ** 6})}
+    times = {name: [] for name in runs}
+    for name, (pipeline, extra) in runs.items():  # warm-up
+        pipeline(image=image.clone(), segmentation=seg.clone(), **extra)
+    for _ in range(repeats):
+        for name, (pipeline, extra) in runs.items():
+            start = time.perf_counter()
+            pipeline(image=image.clone(), segmentation=seg.clone(), **extra)
+            times[name].append(time.perf_counter() - start)
+    out = {name: float(np.mean(t)) for name, t in times.items()}
+    out["lesion_voxels"] = int((seg == LESION).sum())
+    out["crop"] = list(initial)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats-3d", type=int, default=20)
+    parser.add_argument("--repeats-2d", type=int, default=60)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    cases = {"3d 1x128x128x128": ((128, 128, 128), 4.0, args.repeats_3d),
+             "2d 1x512x512": ((512, 512), 12.0, args.repeats_2d)}
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads 1"}
+    print(results["machine"])
+    for name, (patch, radius, repeats) in cases.items():
+        r = time_pipelines(patch, radius, repeats)
+        r["ratio_marked_vs_plain"] = r["amplified, marked copy"] / r["plain"]
+        r["ratio_normal_vs_plain"] = r["amplified, normal draw"] / r["plain"]
+        # method 4 on a dataset where every image qualifies: p = 5/6 of the draws are copies (upper bound)
+        r["ratio_at_p_5_6"] = (r["amplified, normal draw"] / 6 + r["amplified, marked copy"] * 5 / 6) / r["plain"]
+        results[name] = r
+        print(f"{name}: loader crop {r['crop']}, lesion {r['lesion_voxels']} voxels, {repeats} samples each")
+        for key in ("plain", "amplified, normal draw", "amplified, marked copy"):
+            print(f"  {key:<24} {1000 * r[key]:8.1f} ms/sample")
+        print(f"  ratio marked copy / plain {r['ratio_marked_vs_plain']:.2f}, normal draw / plain "
+              f"{r['ratio_normal_vs_plain']:.2f}, expected at p = 5/6 {r['ratio_at_p_5_6']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
