@@ -301,7 +301,10 @@ def plans(patch_3d=(12, 80, 96), batch_2d=12):
 def test_2p5d_plans_take_the_2d_in_plane_patch_and_a_window_of_five():
     original = plans()
     new = SliceStack25D.plans_for_25d(original, "3d_fullres")["configurations"]["3d_fullres"]
+    architecture = new.pop("architecture")
     assert new == {"patch_size": [5, 80, 96], "batch_size": 4, "batch_dice": True}  # 12 slices / 3 inner
+    assert architecture["network_class_name"] == "nnunet_ext_architectures.sts_net.STSNet25D"
+    assert architecture["arch_kwargs"]["context_slices"] == 1
     assert original["configurations"]["3d_fullres"]["patch_size"] == [12, 80, 96]  # caller's plans untouched
     inherited = SliceStack25D.plans_for_25d(original, "3d_custom")["configurations"]["3d_custom"]
     assert inherited["patch_size"] == [5, 80, 96] and inherited["inherits_from"] == "3d_fullres"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from copy import deepcopy
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -130,6 +131,12 @@ class SliceStack25D(STSNetArchitecture):
         target["patch_size"] = [cls.window(), *[int(i) for i in in_plane]]
         target["batch_size"] = max(1, int(round(batch_slices / inner)))
         target["batch_dice"] = bool(batch_dice)
+        # say in the plans (and the plans.json next to the checkpoint) which network really runs
+        kwargs = sts_net_kwargs_from_configuration(SimpleNamespace(patch_size=target["patch_size"]),
+                                                   output_stride=cls.sts_output_stride, use_esca=cls.sts_use_esca,
+                                                   context_slices=cls.context_slices)
+        target["architecture"] = {"network_class_name": f"{STSNet25D.__module__}.{STSNet25D.__name__}",
+                                  "arch_kwargs": kwargs, "_kw_requires_import": []}
         return new_plans
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
