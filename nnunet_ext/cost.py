@@ -32,12 +32,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int], device: str = "meta") -> int:
-    """FLOPs of one forward pass (eval mode, no grad) on a zero tensor of ``input_shape`` (batch included)."""
+def count_flops(model: nn.Module, input_shape: Sequence[int], device: str | None = None) -> int:
+    """FLOPs of one forward pass (eval mode, no grad) on a zero tensor of ``input_shape`` (batch included).
+
+    ``device`` defaults to where the model's parameters live (a model built on 'meta' costs nothing)."""
+    if device is None:
+        device = next((p.device.type for p in model.parameters()), "cpu")
     if len(input_shape) < 3:
         raise ValueError(f"input_shape must be (batch, channels, *spatial), got {tuple(input_shape)}")
-    if device != "meta" and any(p.device.type == "meta" for p in model.parameters()):
-        raise ValueError("the model lives on the meta device; count on device='meta' or build it on a real device")
+    if any(p.device.type != torch.device(device).type for p in model.parameters()):
+        raise ValueError(f"the model's parameters are not on {device!r}; count on the device the model lives on")
     was_training = model.training
     model.eval()
     try:
