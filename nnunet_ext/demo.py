@@ -28,12 +28,12 @@ class DemoConfig:
     trainers: Sequence[str] = ("nnUNetTrainer", "ESUNetDWDRSSTrainer")
     configuration: str = "3d_fullres"
     fold: int = 0
-    epochs: int = 6
-    iterations: int = 12
+    epochs: int = 5
+    iterations: int = 10
     val_iterations: int = 2
     num_train_cases: int = 10
     num_test_cases: int = 4
-    shape: Sequence[int] = (24, 48, 48)
+    shape: Sequence[int] = (16, 48, 48)
     spacing: Sequence[float] = (3.0, 1.0, 1.0)
     seed: int = 0
 

@@ -18,7 +18,7 @@ TRAINER = "ESUNetDWDTrainer_test"
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     ws = NnUNetWorkspace(tmp_path_factory.mktemp("foundation"))
-    ws.generate(DATASET, name="PhantomE2E", num_cases=6, shape=(16, 48, 48), num_test_cases=2, seed=1)
+    ws.generate(DATASET, name="PhantomE2E", num_cases=6, shape=(16, 32, 32), num_test_cases=2, seed=1)
     ws.plan_and_preprocess(DATASET, configurations=("2d", "3d_fullres"))
     return ws
 
@@ -94,7 +94,7 @@ def test_label_variants_train_and_predict(tmp_path_factory, variant):
     """Like nnU-Net's own integration datasets: an ignore label, and region-based training (sigmoid)."""
     ws = NnUNetWorkspace(tmp_path_factory.mktemp(f"variant_{variant}"))
     dataset = 902 if variant == "ignore" else 903
-    raw = ws.generate(dataset, name=f"Phantom{variant.title()}", num_cases=5, shape=(16, 48, 48),
+    raw = ws.generate(dataset, name=f"Phantom{variant.title()}", num_cases=5, shape=(16, 32, 32),
                       label_variant=variant, num_test_cases=1, seed=2)
     ws.plan_and_preprocess(dataset, configurations=("2d",))
     ws.train(dataset, "2d", 0, "ESUNetDWDRSSTrainer_test")
