@@ -413,3 +413,13 @@ def test_slice_unit_centres_a_slice_stack():
     lbs, ubs = lesion_centred_bbox(unit, (5, 8, 8))
     assert lbs[0] == 0 and ubs[0] == 5  # slice 2 -> slices [0, 5)
     assert 0 - 4 <= lbs[1] <= 1 - 4 and 8 - 4 <= lbs[2] <= 9 - 4
+
+
+def test_sts_net_25d_trainer_amplifies_in_plane_on_slice_statistics():
+    from nnunet_ext_trainers.amplification_trainers import STSNet25DAmplifyTrainer
+
+    assert STSNet25DAmplifyTrainer.lesion_stats_ndim == 2
+    pipeline = STSNet25DAmplifyTrainer.get_training_transforms((5, 32, 32), (-np.pi, np.pi), None, (1, 2), True,
+                                                                foreground_labels=[1, 2])
+    amplify = next(t for t in pipeline.transforms if isinstance(t, SmallLesionAmplificationTransform))
+    assert amplify.operations[2].axes == (-2, -1) and amplify.operations[4].axes == (-2, -1)
