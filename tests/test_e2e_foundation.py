@@ -1,6 +1,7 @@
 """End to end through nnU-Net's own commands: plan_and_preprocess -> train (-tr our trainer, found via
 nnUNet_extTrainer) -> resume -> predict -> evaluate -> find_best_configuration -> ensemble -> postprocessing."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from e2e_utils import NnUNetWorkspace
+from nnunet_ext.workspace import CommandFailed
 
 pytestmark = pytest.mark.e2e
 
@@ -25,10 +27,20 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(ws):
-    """ESUNetDWDTrainer (short) on both configurations, fold 0, with probabilities for ensembling."""
-    for configuration in ("3d_fullres", "2d"):
-        ws.train(DATASET, configuration, 0, TRAINER, "--npz")
-    return {c: ws.model_folder(DATASET, c, TRAINER) / "fold_0" for c in ("3d_fullres", "2d")}
+    """ESUNetDWDTrainer (short) on both configurations, fold 0, with probabilities for ensembling.
+
+    The 3d_fullres run is interrupted at the start of epoch 1 and resumed with `--c`."""
+    folds = {c: ws.model_folder(DATASET, c, TRAINER) / "fold_0" for c in ("3d_fullres", "2d")}
+    with pytest.raises(CommandFailed, match="simulated interruption at epoch 1"):
+        ws.train(DATASET, "3d_fullres", 0, TRAINER, "--npz", env={"NNUNET_EXT_TEST_INTERRUPT_AT_EPOCH": "1"})
+    latest = torch.load(folds["3d_fullres"] / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1 and not (folds["3d_fullres"] / "checkpoint_final.pth").exists()
+    logs_before_resume = set(folds["3d_fullres"].glob("training_log_*.txt"))
+    time.sleep(1.1)  # nnU-Net names logs by the second
+    ws.train(DATASET, "3d_fullres", 0, TRAINER, "--npz", "--c")
+    ws.resumed_logs = set(folds["3d_fullres"].glob("training_log_*.txt")) - logs_before_resume
+    ws.train(DATASET, "2d", 0, TRAINER, "--npz")
+    return folds
 
 
 @pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
@@ -44,16 +56,12 @@ def test_training_writes_checkpoint_and_validation(trained, configuration):
 
 
 def test_resume_continues_from_latest_checkpoint(ws, trained):
-    fold = trained["3d_fullres"]
-    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    assert latest["current_epoch"] == 1  # saved after epoch 0
-    (fold / "checkpoint_final.pth").unlink()
-    before = set(fold.glob("training_log_*.txt"))
-    ws.train(DATASET, "3d_fullres", 0, TRAINER, "--c", "--npz")
-    new_logs = set(fold.glob("training_log_*.txt")) - before
-    log = "".join(p.read_text() for p in new_logs) if new_logs else max(before, key=lambda p: p.stat().st_mtime).read_text()
-    assert "Epoch 1" in log and "Epoch 0\n" not in log
-    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    """`nnUNetv2_train --c` after an interruption runs only the missing epoch."""
+    assert len(ws.resumed_logs) == 1
+    log = next(iter(ws.resumed_logs)).read_text()
+    assert "Epoch 1 " in log or "Epoch 1\n" in log
+    assert "Epoch 0 " not in log and "Epoch 0\n" not in log
+    final = torch.load(trained["3d_fullres"] / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2
 
 

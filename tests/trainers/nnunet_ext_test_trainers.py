@@ -1,4 +1,6 @@
 """Test-only trainers: project trainers with a schedule short enough for CI (found via nnUNet_extTrainer)."""
+import os
+
 import torch
 
 from nnunet_ext_trainers.es_unet_trainers import ESUNetDWDTrainer, ESUNetDWDRSSTrainer, UNet3PlusDWDRSSTrainer
@@ -16,6 +18,12 @@ class _Short:
         self.num_iterations_per_epoch = 2
         self.num_val_iterations_per_epoch = 1
         self.save_every = 1  # a checkpoint_latest after epoch 0, so `--c` can be tested
+
+    def on_epoch_start(self):
+        # NNUNET_EXT_TEST_INTERRUPT_AT_EPOCH=N simulates a run killed at the start of epoch N
+        if os.environ.get("NNUNET_EXT_TEST_INTERRUPT_AT_EPOCH") == str(self.current_epoch):
+            raise SystemExit(f"simulated interruption at epoch {self.current_epoch}")
+        super().on_epoch_start()
 
 
 class ESUNetDWDTrainer_test(_Short, ESUNetDWDTrainer):
