@@ -26,7 +26,7 @@ from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_p
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.training.amplification import SmallLesionAmplification
-from nnunet_ext.transforms.amplification import AMPLIFY_KEY
+from nnunet_ext.transforms.amplification import AMPLIFY_KEY, build_amplification_transform
 
 ORGAN, LESION = 1, 2
 
@@ -89,11 +89,28 @@ def time_pipelines(patch_size: Sequence[int], lesion_radius: float, repeats: int
     return out
 
 
+def time_operations(patch_size: Sequence[int], lesion_radius: float, repeats: int) -> Dict[str, float]:
+    """Median time of each method-4 operation alone on a final-size patch (where the pipeline runs them)."""
+    image, seg = synthetic_sample(patch_size, lesion_radius)
+    names = ["vertical flip", "horizontal flip", "border crop", "horizontal flip + border crop", "centre crop"]
+    out = {}
+    for name, op in zip(names, build_amplification_transform(4, LESION).operations):
+        times = []
+        for _ in range(repeats):
+            img, sg = image.clone(), seg.clone()
+            start = time.perf_counter()
+            op(image=img, segmentation=sg)
+            times.append(time.perf_counter() - start)
+        out[name] = float(np.median(times))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats-3d", type=int, default=20)
     parser.add_argument("--repeats-2d", type=int, default=60)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--operations-only", action="store_true", help="only time each operation alone")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     np.random.seed(0)
@@ -103,7 +120,14 @@ def main(argv=None) -> int:
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads 1"}
     print(results["machine"])
     for name, (patch, radius, repeats) in cases.items():
+        ops = time_operations(patch, radius, 7)
+        print(f"{name}: each operation alone on the patch (median of 7): "
+              + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in ops.items()))
+        if args.operations_only:
+            results[name] = {"operations": ops}
+            continue
         r = time_pipelines(patch, radius, repeats)
+        r["operations"] = ops
         r["ratio_marked_vs_plain"] = r["amplified, marked copy"] / r["plain"]
         r["ratio_normal_vs_plain"] = r["amplified, normal draw"] / r["plain"]
         # method 4 on a dataset where every image qualifies: p = 5/6 of the draws are copies (upper bound)
