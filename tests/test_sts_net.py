@@ -336,3 +336,23 @@ def test_2p5d_loss_sees_only_the_inner_slices():
     target = torch.arange(5.).view(1, 1, 5, 1, 1).expand(2, 1, 5, 3, 3)
     cropped = SliceStack25D.inner_slices(SimpleNamespace(context_slices=1), [target])
     assert cropped[0][0, 0, :, 0, 0].tolist() == [1., 2., 3.]
+
+
+@pytest.mark.parametrize("trainer_name", ["STSNet25DTrainer", "STSNet25DDWDTrainer"])
+def test_2p5d_trainer_loss_uses_only_the_inner_slices(trainer_name):
+    from nnunet_ext_trainers import sts_net_trainers
+
+    trainer = object.__new__(getattr(sts_net_trainers, trainer_name))  # only the loss hooks are exercised
+    trainer.label_manager = SimpleNamespace(has_regions=False, ignore_label=None)
+    trainer.configuration_manager = SimpleNamespace(batch_dice=True, patch_size=[5, 4, 4])
+    trainer.is_ddp, trainer.enable_deep_supervision, trainer.device = False, True, torch.device("cpu")
+    loss = trainer._build_loss()
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 3, 4, 4, generator=generator)  # the inner 3 of a 5-slice window
+    target = torch.randint(0, 3, (2, 1, 5, 4, 4), generator=generator).float()
+    value = loss([logits], trainer.inner_slices([target]))
+    # one output with weight 1: exactly the single-output loss on the inner slices
+    torch.testing.assert_close(value, trainer.build_segmentation_loss()(logits, target[:, :, 1:4]))
+    changed = target.clone()
+    changed[:, :, [0, 4]] = (changed[:, :, [0, 4]] + 1) % 3  # the edge slices' labels do not matter
+    torch.testing.assert_close(loss([logits], trainer.inner_slices([changed])), value)
