@@ -1,0 +1,142 @@
+"""Crop / paste-back geometry of the ROI cascade, checked against hand-computed boxes and origins."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset, region_box
+from nnunet_ext.cascade.roi import (Box, bounding_box, box_iou, box_of_crop, crop_array, crop_image, expand_box,
+                                    jitter_box, margin_in_voxels, paste_array)
+
+
+def test_bounding_box_is_half_open_and_none_when_empty():
+    mask = np.zeros((5, 6, 7), bool)
+    mask[1, 2, 3] = mask[3, 4, 6] = True
+    assert bounding_box(mask) == Box((1, 2, 3), (4, 5, 7))
+    assert bounding_box(np.zeros((3, 3, 3))) is None
+
+
+def test_margin_mm_rounds_up_per_axis_and_voxels_pass_through():
+    # 5 mm at (3, 1, 0.8) mm: 5/3 = 1.67 -> 2, 5/1 = 5, 5/0.8 = 6.25 -> 7; 6 mm at 3 mm is exactly 2
+    assert margin_in_voxels(5.0, (3.0, 1.0, 0.8), "mm") == (2, 5, 7)
+    assert margin_in_voxels(6.0, (3.0, 1.0, 1.0), "mm") == (2, 6, 6)
+    assert margin_in_voxels((1, 2, 3), (3.0, 1.0, 1.0), "voxels") == (1, 2, 3)
+    with pytest.raises(ValueError, match="unit"):
+        margin_in_voxels(1, (1, 1, 1), "cm")
+    with pytest.raises(ValueError, match="whole numbers"):
+        margin_in_voxels(1.5, (1, 1, 1), "voxels")
+
+
+def test_expand_clips_at_the_volume_borders():
+    box = Box((0, 3, 8), (2, 5, 10))
+    assert expand_box(box, (2, 1, 3), (6, 10, 10)) == Box((0, 2, 5), (4, 6, 10))
+
+
+def test_crop_then_paste_reproduces_the_input_inside_and_fill_outside():
+    rng = np.random.default_rng(0)
+    volume = rng.integers(1, 9, (6, 7, 8)).astype(np.int16)
+    for box in (Box((0, 0, 0), (6, 7, 8)), Box((0, 2, 5), (3, 7, 8)), Box((2, 1, 1), (4, 3, 2))):
+        pasted = paste_array(crop_array(volume, box), box, volume.shape)
+        np.testing.assert_array_equal(pasted[box.slices], volume[box.slices])
+        outside = np.ones(volume.shape, bool)
+        outside[box.slices] = False
+        assert (pasted[outside] == 0).all()
+        assert pasted.sum() == volume[box.slices].sum()
+
+
+def test_crop_keeps_channel_axes_and_rejects_boxes_outside():
+    volume = np.arange(2 * 4 * 4 * 4).reshape(2, 4, 4, 4)
+    assert crop_array(volume, Box((1, 1, 1), (3, 2, 4))).shape == (2, 2, 1, 3)
+    with pytest.raises(ValueError, match="outside"):
+        crop_array(volume, Box((1, 1, 1), (5, 2, 4)))
+    with pytest.raises(ValueError, match="does not fit"):
+        paste_array(np.zeros((2, 2, 2)), Box((0, 0, 0), (2, 2, 3)), (4, 4, 4))
+
+
+def _image(shape_zyx, spacing_xyz, origin, direction=None):
+    image = sitk.GetImageFromArray(np.arange(np.prod(shape_zyx), dtype=np.float32).reshape(shape_zyx))
+    image.SetSpacing(spacing_xyz)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    return image
+
+
+def test_crop_origin_is_the_physical_position_of_the_first_voxel_anisotropic():
+    image = _image((10, 12, 14), (0.8, 1.0, 3.0), (-10.0, 20.0, 5.0))
+    box = Box((2, 3, 4), (7, 9, 12))  # z, y, x
+    crop = crop_image(image, box)
+    # origin = origin + index (x, y, z) * spacing: x: -10 + 4*0.8, y: 20 + 3*1, z: 5 + 2*3
+    np.testing.assert_allclose(crop.GetOrigin(), (-6.8, 23.0, 11.0))
+    assert crop.GetSpacing() == image.GetSpacing()
+    assert crop.GetSize() == (8, 6, 5)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(crop), sitk.GetArrayFromImage(image)[box.slices])
+    assert box_of_crop(image, crop) == box
+
+
+def test_crop_origin_follows_the_direction_matrix():
+    # x axis flipped: the first voxel of the crop lies at origin - 4 * spacing_x along physical x
+    flipped = (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+    image = _image((4, 5, 6), (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), flipped)
+    box = Box((1, 2, 4), (3, 5, 6))
+    crop = crop_image(image, box)
+    np.testing.assert_allclose(crop.GetOrigin(), (-8.0, 2.0, 1.0))
+    assert crop.GetDirection() == flipped
+    assert box_of_crop(image, crop) == box
+
+
+def test_box_of_crop_rejects_an_origin_off_the_grid():
+    image = _image((4, 5, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    crop = crop_image(image, Box((0, 0, 0), (2, 2, 2)))
+    crop.SetOrigin((0.5, 0.0, 0.0))
+    with pytest.raises(ValueError, match="voxel grid"):
+        box_of_crop(image, crop)
+
+
+def test_jitter_moves_faces_within_bounds_and_never_empties():
+    rng = np.random.default_rng(1)
+    box = Box((2, 2, 2), (4, 4, 4))
+    for _ in range(200):
+        j = jitter_box(box, rng, 2, (6, 6, 6))
+        assert all(0 <= a < b <= 6 for a, b in zip(j.start, j.stop))
+        assert all(abs(a - b) <= 2 for a, b in zip(j.start, box.start))
+    assert jitter_box(box, rng, 0, (6, 6, 6)) == box
+
+
+def test_box_iou_by_hand():
+    # 2x2x2 boxes overlapping in 1x2x2 = 4 voxels: 4 / (8 + 8 - 4) = 1/3
+    assert box_iou(Box((0, 0, 0), (2, 2, 2)), Box((1, 0, 0), (3, 2, 2))) == pytest.approx(1 / 3)
+    assert box_iou(Box((0, 0, 0), (1, 1, 1)), Box((2, 2, 2), (3, 3, 3))) == 0.0
+
+
+def test_region_box_is_tight_box_plus_margin_without_rng():
+    region = np.zeros((10, 20, 20), bool)
+    region[4:6, 8:12, 9:11] = True
+    settings = CascadeSettings(margin=3.0, margin_unit="mm").validate()
+    # margin 3 mm at (3, 1, 1) mm -> (1, 3, 3) voxels
+    assert region_box(region, (3.0, 1.0, 1.0), settings) == Box((3, 5, 6), (7, 15, 14))
+    assert region_box(np.zeros_like(region), (3.0, 1.0, 1.0), settings) is None
+
+
+def test_prepare_writes_crops_with_geometry_labels_and_organ_channel(tmp_path):
+    from nnunet_ext.data.phantoms import generate_dataset
+
+    generate_dataset(tmp_path, 11, "Src", num_cases=2, shape=(12, 24, 24), spacing=(3.0, 1.0, 1.0), seed=0)
+    settings = CascadeSettings(margin=2, margin_unit="voxels", jitter_voxels=0)
+    out = prepare_stage2_dataset(tmp_path, 11, 12, settings=settings)
+    src = tmp_path / "Dataset011_Src"
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / "src_000.nii.gz")))
+    full = sitk.ReadImage(str(src / "imagesTr" / "src_000_0000.nii.gz"))
+    expected = expand_box(bounding_box(labels > 0), (2, 2, 2), labels.shape)
+    crop = sitk.ReadImage(str(out / "imagesTr" / "src_000_roi0_0000.nii.gz"))
+    assert box_of_crop(full, crop) == expected
+    lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / "src_000_roi0.nii.gz")))
+    np.testing.assert_array_equal(lesion, (labels[expected.slices] == 2).astype(np.uint8))
+    organ = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / "src_000_roi0_0001.nii.gz")))
+    np.testing.assert_array_equal(organ, (labels[expected.slices] > 0).astype(np.float32))
+    import json
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT", "1": "noNorm"}
+    assert meta["labels"] == {"background": 0, "lesion": 1}
+    assert meta["cascade"]["margin"] == 2 and meta["numTraining"] == 2
+    with pytest.raises(ValueError, match="own id"):
+        prepare_stage2_dataset(tmp_path, 11, 11, settings=settings)
