@@ -131,7 +131,7 @@ def test_activations_scale_linearly_with_voxels_and_batch():
 def test_estimate_matches_measured_peak_of_a_real_training_step():
     """Measured: peak-RSS growth of forward + backward + SGD step in a fresh process (docs/plans.md)."""
     result = validate((16, 32, 64), batch_size=2, n_stages=4)
-    assert 0.6 < result["ratio"] < 1.3, result
+    assert 0.7 < result["ratio"] < 1.25, result
 
 
 # --------------------------------------------------------------------------------------------- plans

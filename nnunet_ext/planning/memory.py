@@ -153,31 +153,49 @@ def estimate_training_memory(network: nn.Module, input_channels: int, patch_size
 # ---------------------------------------------------------------------------------------------------------
 # validation against a real measurement
 
-def _plain_unet(input_channels: int, num_classes: int, dim: int, n_stages: int) -> Tuple[nn.Module, Tuple[int, ...]]:
+def _plain_unet(input_channels: int, num_classes: int, dim: int, n_stages: int,
+                base_features: int = 32) -> Tuple[nn.Module, Tuple[int, ...]]:
     """nnU-Net's default network (PlainConvUNet with the planner's settings), isotropic strides of 2."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
     conv = nn.Conv3d if dim == 3 else nn.Conv2d
     norm = nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d
     strides = [[1] * dim] + [[2] * dim] * (n_stages - 1)
-    network = PlainConvUNet(input_channels, n_stages, [min(320, 32 * 2 ** i) for i in range(n_stages)], conv, 3,
+    features = [min(10 * base_features, base_features * 2 ** i) for i in range(n_stages)]
+    network = PlainConvUNet(input_channels, n_stages, features, conv, 3,
                             strides, 2, num_classes, 1, True, norm, {"eps": 1e-5, "affine": True}, None, None,
                             nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
     return network, (2 ** (n_stages - 1),) * dim
 
 
-def _measure_child(spec: dict) -> dict:
-    """Run in a fresh process: peak-RSS growth of one forward + backward + SGD step."""
-    torch.set_num_threads(1)
-    x = torch.randn((spec["batch_size"], spec["input_channels"], *spec["patch_size"]))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    network, _ = _plain_unet(spec["input_channels"], spec["num_classes"], len(spec["patch_size"]), spec["n_stages"])
+def _training_step(network: nn.Module, x: torch.Tensor) -> None:
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     network.train()
     surrogate_loss(_outputs(network(x))).backward()
     optimizer.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"measured_bytes": (peak - baseline) * 1024}  # Linux reports ru_maxrss in KiB
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _measure_child(spec: dict) -> dict:
+    """Run in a fresh process: peak-RSS growth of one forward + backward + SGD step.
+
+    A warm-up step of a narrow copy (4 base features) on a tiny input first, so that the first use of the
+    convolution kernels (library code pages, thread pools) is not counted as training memory."""
+    torch.set_num_threads(1)
+    dim = len(spec["patch_size"])
+    warm, divisor = _plain_unet(spec["input_channels"], spec["num_classes"], dim, spec["n_stages"], base_features=4)
+    _training_step(warm, torch.randn((2, spec["input_channels"], *probe_shapes(divisor)[0])))
+    del warm
+    x = torch.randn((spec["batch_size"], spec["input_channels"], *spec["patch_size"]))
+    baseline = _current_rss_bytes()
+    network, _ = _plain_unet(spec["input_channels"], spec["num_classes"], dim, spec["n_stages"])
+    _training_step(network, x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports ru_maxrss in KiB
+    return {"measured_bytes": peak - baseline}
 
 
 def validate(patch_size: Sequence[int], batch_size: int, n_stages: int, input_channels: int = 1,
