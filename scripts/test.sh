@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -ra --durations=20 "$@"
+# two workers, one test file each at a time: e2e runs are mostly single-process nnU-Net commands
+exec .venv/bin/python -m pytest -q -ra --durations=20 -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
