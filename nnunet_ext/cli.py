@@ -16,6 +16,8 @@ COMMAND_MODULES = {
     "plans": "nnunet_ext.commands.plans",
     "lesion-stats": "nnunet_ext.commands.lesion_stats",
     "benchmark": "nnunet_ext.commands.benchmark",
+    "cascade": "nnunet_ext.commands.cascade",
+    "detector": "nnunet_ext.commands.detector",
 }
 
 

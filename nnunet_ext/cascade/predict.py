@@ -41,6 +41,33 @@ class NnUNetModel:
 
 
 @dataclass
+class NnUNetPaths:
+    """nnU-Net's three folders and the environment for its commands (what NnUNetWorkspace offers, from $nnUNet_*)."""
+    raw: Path
+    preprocessed: Path
+    results: Path
+    env: dict
+
+    @classmethod
+    def from_environment(cls) -> "NnUNetPaths":
+        from nnunet_ext.paths import trainers_dir
+
+        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"set {', '.join(missing)} (nnU-Net's folders) before running the cascade")
+        env = dict(os.environ)
+        env.setdefault("nnUNet_extTrainer", trainers_dir())
+        return cls(Path(env["nnUNet_raw"]), Path(env["nnUNet_preprocessed"]), Path(env["nnUNet_results"]), env)
+
+    def dataset_name(self, dataset_id: int) -> str:
+        for folder in (self.raw, self.preprocessed):
+            matches = sorted(folder.glob(f"Dataset{int(dataset_id):03d}_*"))
+            if matches:
+                return matches[0].name
+        raise FileNotFoundError(f"no dataset with id {dataset_id} in {self.raw} or {self.preprocessed}")
+
+
+@dataclass
 class StepCost:
     """Wall seconds and peak resident memory (MiB, of the process that ran the step) of one pipeline step."""
     seconds: float = 0.0
@@ -132,12 +159,13 @@ def _organ_label(settings: CascadeSettings) -> int:
 
 def predict_cascade(workspace, input_dir, output_dir, stage2: NnUNetModel, stage1: Optional[NnUNetModel] = None,
                     detector_checkpoint=None, lcc: bool = True, confine_lesions: bool = True,
-                    work_dir=None, keep_work: bool = False) -> CascadeResult:
+                    work_dir=None, keep_work: bool = False, stage1_predictions=None) -> CascadeResult:
     """The whole two-stage pipeline on the raw cases in ``input_dir``; one label map per case in ``output_dir``.
 
     Exactly one region source: ``stage1`` (an nnU-Net model whose segmentation gives the organ region) or
     ``detector_checkpoint`` (``nnunet-ext detector train``). Target ``lesion`` needs ``stage1`` (the organ
-    of the final map comes from it).
+    of the final map comes from it). ``stage1_predictions``: a folder with stage 1's segmentations of these
+    cases, used instead of running stage 1 again.
     """
     if (stage1 is None) == (detector_checkpoint is None):
         raise ValueError("give exactly one region source: stage1 (an nnU-Net model) or detector_checkpoint")
@@ -157,7 +185,9 @@ def predict_cascade(workspace, input_dir, output_dir, stage2: NnUNetModel, stage
     cases = case_identifiers(input_dir, ending, settings.num_source_channels)
     cost = {"region": StepCost(), "crop_paste": StepCost(), "stage2": StepCost()}
 
-    if stage1 is not None:
+    if stage1_predictions is not None:
+        stage1_out = Path(stage1_predictions)
+    elif stage1 is not None:
         run_nnunet_predict(workspace, stage1, input_dir, stage1_out, cost["region"])
     else:
         from nnunet_ext.cascade.detector import detect_raw_case, load_detector
@@ -175,6 +205,8 @@ def predict_cascade(workspace, input_dir, output_dir, stage2: NnUNetModel, stage
         spacing = tuple(reversed(images[0].GetSpacing()))
         if stage1 is not None:
             start = time.perf_counter()
+            if not (stage1_out / f"{case}{ending}").is_file():
+                raise FileNotFoundError(f"stage 1 wrote no segmentation for {case} in {stage1_out}")
             seg = sitk.GetArrayFromImage(sitk.ReadImage(str(stage1_out / f"{case}{ending}")))
             if lcc:
                 seg = largest_region_component(seg, settings.region_labels)

@@ -1,0 +1,161 @@
+"""Single-stage vs ROI cascade vs detector + stage-skipping segmentor on the same held-out cases.
+
+The multi-stage paper's Table 3 compares its segmentor "w/o crop" (whole image) and "with crop" (detector
+ROI) by Dice and cost; the ELANRes paper's cascade adds an organ -> lesion variant. Every pipeline here is
+trained with nnUNetv2_train and predicted with nnUNetv2_predict, evaluated with nnUNetv2_evaluate_folder
+(Dice per label of the source dataset), and timed end to end (wall seconds for all held-out cases, peak
+resident memory of the largest process involved, from wait4/getrusage; CPU, since that is what CI has).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from nnunet_ext.cascade.detector import DetectorConfig, train_detector_from_preprocessed
+from nnunet_ext.cascade.predict import NnUNetModel, StepCost, predict_cascade, run_nnunet_predict
+from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
+
+PIPELINES = ("single_stage", "cascade", "segmentor_without_crop", "detector_segmentor")
+
+
+@dataclass
+class ComparisonSettings:
+    """What to train for each pipeline (short schedules by name keep a comparison run small)."""
+    configuration: str = "3d_fullres"
+    trainer: str = "nnUNetTrainer_ep2it2"  # single stage = stage 1, and the cascade's stage 2
+    segmentor_trainer: str = "StageSkippingSegmentorTrainer_ep2it2"
+    margin: float = 10.0
+    margin_unit: str = "mm"
+    jitter_voxels: int = 2
+    organ_channel: bool = True
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    pipelines: tuple = PIPELINES
+
+
+def _dice(summary: dict, label: str) -> float:
+    value = summary["mean"].get(label, {}).get("Dice")
+    return float(value) if value is not None else float("nan")
+
+
+def _active_stages(workspace, dataset_id: int, configuration: str) -> str:
+    """Active segmentor stages for the patch nnU-Net planned (the 'input size' of the stage-skipping rule)."""
+    from nnunet_ext_architectures.stage_skipping_segmentor import StageSkippingConfig, stage_skipping_kwargs_from_configuration
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(str(workspace.preprocessed / workspace.dataset_name(dataset_id) / "nnUNetPlans.json"))
+    cm = plans.get_configuration(configuration)
+    config = StageSkippingConfig.build(**stage_skipping_kwargs_from_configuration(cm)["arch_kwargs"])
+    r = config.first_active_stage(cm.patch_size)
+    return f"{r}-{config.n_stages} of {config.n_stages} (patch {list(cm.patch_size)})"
+
+
+def _ensure_trained(workspace, dataset_id: int, configuration: str, trainer: str, log) -> float:
+    folder = workspace.model_folder(dataset_id, configuration, trainer) / "fold_0"
+    if (folder / "checkpoint_final.pth").is_file():
+        return 0.0
+    start = time.perf_counter()
+    workspace.train(dataset_id, configuration, 0, trainer)
+    log(f"trained {trainer} on dataset {dataset_id} ({configuration})")
+    return time.perf_counter() - start
+
+
+def _ensure_preprocessed(workspace, dataset_id: int, configuration: str) -> None:
+    name = workspace.dataset_name(dataset_id)
+    if not (workspace.preprocessed / name / "nnUNetPlans.json").is_file():
+        workspace.plan_and_preprocess(dataset_id, configurations=(configuration,))
+
+
+def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stage2_id: int,
+                      settings: Optional[ComparisonSettings] = None, input_dir=None, reference_dir=None,
+                      output_root=None, log=print) -> List[Dict]:
+    """Train (if needed), predict and evaluate each pipeline on the held-out cases; one row per pipeline.
+
+    ``workspace``: an NnUNetWorkspace holding the source raw dataset ``dataset_id`` (imagesTs/labelsTs by
+    default). ``cascade_id`` / ``detector_stage2_id``: ids for the two stage-2 datasets this writes.
+    Row keys: pipeline, dice_<label name>..., seconds, peak_rss_mib, train_seconds, notes.
+    """
+    settings = settings or ComparisonSettings()
+    unknown = set(settings.pipelines) - set(PIPELINES)
+    if unknown:
+        raise ValueError(f"unknown pipelines {sorted(unknown)}; choose from {PIPELINES}")
+    name = workspace.dataset_name(dataset_id)
+    input_dir = Path(input_dir or workspace.raw / name / "imagesTs")
+    reference_dir = Path(reference_dir or workspace.raw / name / "labelsTs")
+    output_root = Path(output_root or workspace.root / "comparison")
+    output_root.mkdir(parents=True, exist_ok=True)
+    config = settings.configuration
+    _ensure_preprocessed(workspace, dataset_id, config)
+    labels = {k: v for k, v in json.loads((workspace.raw / name / "dataset.json").read_text())["labels"].items()
+              if k not in ("background", "ignore")}
+
+    def row(pipeline: str, pred_dir: Path, seconds: float, rss: float, train_seconds: float, notes: str) -> Dict:
+        summary = workspace.evaluate(dataset_id, reference_dir, pred_dir)
+        out = {"pipeline": pipeline}
+        for label_name, value in labels.items():
+            key = str(value) if not isinstance(value, list) else "(" + ", ".join(map(str, value)) + ")"
+            out[f"dice_{label_name}"] = _dice(summary, key)
+        out.update(seconds=round(seconds, 2), peak_rss_mib=round(rss, 1), train_seconds=round(train_seconds, 1),
+                   notes=notes)
+        log(json.dumps(out))
+        return out
+
+    rows = []
+    stage1 = NnUNetModel(dataset_id, config, settings.trainer)
+    if "single_stage" in settings.pipelines or "cascade" in settings.pipelines:
+        train_s = _ensure_trained(workspace, dataset_id, config, settings.trainer, log)
+        if "single_stage" in settings.pipelines:
+            cost = StepCost()
+            run_nnunet_predict(workspace, stage1, input_dir, output_root / "single_stage", cost)
+            rows.append(row("single_stage", output_root / "single_stage", cost.seconds, cost.peak_rss_mib, train_s,
+                            f"{settings.trainer} on whole images"))
+    if "cascade" in settings.pipelines:
+        cascade_settings = CascadeSettings(target="lesion", margin=settings.margin, margin_unit=settings.margin_unit,
+                                           jitter_voxels=settings.jitter_voxels, organ_channel=settings.organ_channel)
+        prepare_stage2_dataset(workspace.raw, dataset_id, cascade_id, settings=cascade_settings)
+        _ensure_preprocessed(workspace, cascade_id, config)
+        train2 = _ensure_trained(workspace, cascade_id, config, settings.trainer, log)
+        result = predict_cascade(workspace, input_dir, output_root / "cascade", NnUNetModel(cascade_id, config, settings.trainer),
+                                 stage1=stage1)
+        rows.append(row("cascade", output_root / "cascade", result.seconds, result.peak_rss_mib, train2,
+                        f"stage 1 {settings.trainer} + LCC, stage 2 {settings.trainer} on lesion-vs-rest crops"))
+    if "segmentor_without_crop" in settings.pipelines:
+        train_s = _ensure_trained(workspace, dataset_id, config, settings.segmentor_trainer, log)
+        cost = StepCost()
+        run_nnunet_predict(workspace, NnUNetModel(dataset_id, config, settings.segmentor_trainer), input_dir,
+                           output_root / "segmentor_without_crop", cost)
+        rows.append(row("segmentor_without_crop", output_root / "segmentor_without_crop", cost.seconds,
+                        cost.peak_rss_mib, train_s, "active stages " + _active_stages(workspace, dataset_id, config)))
+    if "detector_segmentor" in settings.pipelines:
+        start = time.perf_counter()
+        checkpoint, detector_summary = train_detector_from_preprocessed(
+            workspace.preprocessed, workspace.results, dataset_id, config, config=settings.detector, log=log)
+        detector_seconds = time.perf_counter() - start
+        crop_settings = CascadeSettings(target="all", margin=settings.margin, margin_unit=settings.margin_unit,
+                                        jitter_voxels=settings.jitter_voxels, organ_channel=False)
+        prepare_stage2_dataset(workspace.raw, dataset_id, detector_stage2_id, settings=crop_settings)
+        _ensure_preprocessed(workspace, detector_stage2_id, config)
+        train2 = _ensure_trained(workspace, detector_stage2_id, config, settings.segmentor_trainer, log)
+        result = predict_cascade(workspace, input_dir, output_root / "detector_segmentor",
+                                 NnUNetModel(detector_stage2_id, config, settings.segmentor_trainer),
+                                 detector_checkpoint=checkpoint)
+        rows.append(row("detector_segmentor", output_root / "detector_segmentor", result.seconds,
+                        result.peak_rss_mib, train2 + detector_seconds,
+                        f"detector held-out box IoU {detector_summary['mean_held_out_iou']:.3f}; active stages "
+                        + _active_stages(workspace, detector_stage2_id, config)))
+    (output_root / "comparison.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def format_rows(rows: List[Dict]) -> str:
+    """A markdown table of compare_pipelines' rows."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) and k.startswith("dice")
+                                       else str(r[k]) for k in keys) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""`nnunet-ext cascade prepare|predict|compare`: the two-stage ROI pipelines (docs/cascade.md)."""
+from __future__ import annotations
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("cascade", help="two-stage ROI pipelines: prepare the stage-2 dataset, predict, compare",
+                              description="Stage 1 (an nnU-Net model or the slice-box detector) finds the region, "
+                                          "stage 2 (an nnU-Net model trained on crops) segments inside it.")
+    sub = p.add_subparsers(dest="cascade_command", metavar="ACTION", required=True)
+
+    prep = sub.add_parser("prepare", help="write the stage-2 nnU-Net raw dataset (crops around the ground-truth region)")
+    prep.add_argument("--source", type=int, required=True, help="source dataset id (in $nnUNet_raw)")
+    prep.add_argument("--target-id", type=int, required=True, help="id of the new stage-2 dataset")
+    prep.add_argument("--name", default=None, help="stage-2 dataset name (default: <source>Stage2<Target>)")
+    prep.add_argument("--target", default="lesion", choices=("lesion", "all"),
+                      help="lesion: lesion vs rest (organ -> lesion cascade); all: the source labels (detector pipeline)")
+    prep.add_argument("--region-labels", type=int, nargs="+", default=[1, 2], help="labels forming the region (default 1 2)")
+    prep.add_argument("--lesion-labels", type=int, nargs="+", default=[2], help="lesion labels (default 2)")
+    prep.add_argument("--margin", type=float, default=10.0, help="margin around the region (default 10)")
+    prep.add_argument("--margin-unit", default="mm", choices=("mm", "voxels"))
+    prep.add_argument("--jitter", type=int, default=2, help="max voxels each box face moves in training crops (default 2)")
+    prep.add_argument("--copies", type=int, default=1, help="jittered crops per training case (default 1)")
+    prep.add_argument("--no-organ-channel", action="store_true", help="do not add the organ mask as an input channel")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.set_defaults(func=run_prepare)
+
+    pred = sub.add_parser("predict", help="run the whole pipeline on raw images")
+    pred.add_argument("-i", required=True, dest="input_dir", help="raw images (<case>_XXXX<ending>)")
+    pred.add_argument("-o", required=True, dest="output_dir")
+    pred.add_argument("--stage2", nargs=3, required=True, metavar=("ID", "CONFIGURATION", "TRAINER"))
+    pred.add_argument("--stage2-plans", default="nnUNetPlans")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stage1", nargs=3, metavar=("ID", "CONFIGURATION", "TRAINER"), help="region from this nnU-Net model")
+    source.add_argument("--detector", metavar="CHECKPOINT", help="region from `nnunet-ext detector train`'s detector.pt")
+    pred.add_argument("--stage1-plans", default="nnUNetPlans")
+    pred.add_argument("-f", "--folds", nargs="+", type=int, default=[0], help="folds of both models (default 0)")
+    pred.add_argument("--no-lcc", action="store_true", help="skip the largest-connected-component post-processing")
+    pred.add_argument("--no-confine", action="store_true", help="keep stage-2 lesions outside the organ region")
+    pred.set_defaults(func=run_predict)
+
+    comp = sub.add_parser("compare", help="single stage vs cascade vs detector + segmentor: Dice and cost")
+    comp.add_argument("-d", type=int, required=True, dest="dataset_id", help="source dataset (with imagesTs/labelsTs)")
+    comp.add_argument("--cascade-id", type=int, required=True, help="id for the cascade's stage-2 dataset")
+    comp.add_argument("--detector-stage2-id", type=int, required=True, help="id for the detector pipeline's stage-2 dataset")
+    comp.add_argument("--trainer", default="nnUNetTrainer_ep2it2")
+    comp.add_argument("--segmentor-trainer", default="StageSkippingSegmentorTrainer_ep2it2")
+    comp.add_argument("--detector-steps", type=int, default=200)
+    comp.add_argument("--workspace", required=True, help="root folder of an nnunet-ext workspace (nnUNet_raw etc. inside)")
+    comp.set_defaults(func=run_compare)
+
+
+def run_prepare(args):
+    import os
+
+    from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
+
+    raw = os.environ.get("nnUNet_raw")
+    if not raw:
+        raise SystemExit("nnunet-ext cascade prepare: set nnUNet_raw")
+    settings = CascadeSettings(region_labels=args.region_labels, lesion_labels=args.lesion_labels, target=args.target,
+                               margin=args.margin, margin_unit=args.margin_unit, jitter_voxels=args.jitter,
+                               copies=args.copies, organ_channel=not args.no_organ_channel and args.target == "lesion")
+    print(prepare_stage2_dataset(raw, args.source, args.target_id, args.name, settings, args.seed))
+
+
+def run_predict(args):
+    from nnunet_ext.cascade.predict import NnUNetModel, NnUNetPaths, predict_cascade
+
+    folds = tuple(args.folds)
+    stage2 = NnUNetModel(int(args.stage2[0]), args.stage2[1], args.stage2[2], args.stage2_plans, folds)
+    stage1 = NnUNetModel(int(args.stage1[0]), args.stage1[1], args.stage1[2], args.stage1_plans, folds) \
+        if args.stage1 else None
+    result = predict_cascade(NnUNetPaths.from_environment(), args.input_dir, args.output_dir, stage2, stage1,
+                             args.detector, lcc=not args.no_lcc, confine_lesions=not args.no_confine)
+    for case, box in result.boxes.items():
+        print(case, box.as_list() if box is not None else "no region: empty prediction")
+    print(f"{result.seconds:.1f} s, peak {result.peak_rss_mib:.0f} MiB")
+
+
+def run_compare(args):
+    from nnunet_ext.cascade.compare import ComparisonSettings, compare_pipelines, format_rows
+    from nnunet_ext.cascade.detector import DetectorConfig
+    from nnunet_ext.workspace import NnUNetWorkspace
+
+    settings = ComparisonSettings(trainer=args.trainer, segmentor_trainer=args.segmentor_trainer,
+                                  detector=DetectorConfig(steps=args.detector_steps))
+    rows = compare_pipelines(NnUNetWorkspace(args.workspace), args.dataset_id, args.cascade_id,
+                             args.detector_stage2_id, settings)
+    print(format_rows(rows))

@@ -1,0 +1,108 @@
+"""End to end, real nnU-Net commands: both two-stage pipelines from raw images to evaluated predictions.
+
+organ -> lesion cascade: nnUNetv2_train stage 1 -> `cascade prepare` -> plan/preprocess/train stage 2 ->
+predict_cascade (nnUNetv2_predict twice, LCC, paste back) -> nnUNetv2_evaluate_folder.
+detector pipeline: detector trained on nnU-Net's preprocessed data -> stage-2 crops (all labels) ->
+StageSkippingSegmentorTrainer -> `nnunet-ext cascade predict --detector` -> evaluation.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from e2e_utils import NnUNetWorkspace
+from nnunet_ext.cascade.detector import DetectorConfig, train_detector_from_preprocessed
+from nnunet_ext.cascade.predict import NnUNetModel, predict_cascade
+from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
+
+pytestmark = pytest.mark.e2e
+
+SOURCE, CASCADE, DETECTOR_STAGE2 = 941, 942, 943
+TRAINER = "nnUNetTrainer_ep1it2"
+SEGMENTOR_TRAINER = "StageSkippingSegmentorTrainer_ep1it2"
+CONFIG = "3d_fullres"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp("cascade"))
+    ws.generate(SOURCE, name="CascadeE2E", num_cases=5, shape=(16, 48, 48), num_test_cases=2, seed=2)
+    ws.plan_and_preprocess(SOURCE, configurations=(CONFIG,))
+    ws.train(SOURCE, CONFIG, 0, TRAINER)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def cascade_stage2(ws):
+    settings = CascadeSettings(target="lesion", margin=4.0, margin_unit="mm", organ_channel=True)
+    folder = prepare_stage2_dataset(ws.raw, SOURCE, CASCADE, settings=settings)
+    ws.plan_and_preprocess(CASCADE, configurations=(CONFIG,))
+    ws.train(CASCADE, CONFIG, 0, TRAINER)
+    return folder
+
+
+def _test_dirs(ws):
+    raw = ws.raw / ws.dataset_name(SOURCE)
+    return raw / "imagesTs", raw / "labelsTs"
+
+
+def test_organ_lesion_cascade_from_raw_images_to_evaluation(ws, cascade_stage2, tmp_path):
+    images, labels = _test_dirs(ws)
+    meta = json.loads((cascade_stage2 / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT", "1": "noNorm"} and meta["labels"] == {"background": 0, "lesion": 1}
+    result = predict_cascade(ws, images, tmp_path / "pred", NnUNetModel(CASCADE, CONFIG, TRAINER),
+                             stage1=NnUNetModel(SOURCE, CONFIG, TRAINER))
+    assert set(result.boxes) == {"cascadee2e_005", "cascadee2e_006"}
+    for case, box in result.boxes.items():
+        reference = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+        pred_image = sitk.ReadImage(str(tmp_path / "pred" / f"{case}.nii.gz"))
+        assert pred_image.GetOrigin() == reference.GetOrigin() and pred_image.GetSpacing() == reference.GetSpacing()
+        pred = sitk.GetArrayFromImage(pred_image)
+        assert set(np.unique(pred)) <= {0, 1, 2}
+        if box is not None:  # lesions only inside the crop
+            outside = np.ones(pred.shape, bool)
+            outside[box.slices] = False
+            assert not (pred[outside] == 2).any()
+    assert result.seconds > 0 and result.peak_rss_mib > 0
+    summary = ws.evaluate(SOURCE, labels, tmp_path / "pred")
+    assert set(summary["mean"]) == {"1", "2"}
+    assert all(0.0 <= v["Dice"] <= 1.0 or np.isnan(v["Dice"]) for v in summary["mean"].values())
+
+
+def test_stage1_without_foreground_gives_empty_prediction_and_warning(ws, cascade_stage2, tmp_path):
+    images, _ = _test_dirs(ws)
+    stage1 = tmp_path / "stage1"
+    ws.predict(SOURCE, CONFIG, TRAINER, images, stage1)
+    empty_case = "cascadee2e_005"
+    seg = sitk.ReadImage(str(stage1 / f"{empty_case}.nii.gz"))
+    blank = sitk.GetImageFromArray(np.zeros(sitk.GetArrayFromImage(seg).shape, np.uint8))
+    blank.CopyInformation(seg)
+    sitk.WriteImage(blank, str(stage1 / f"{empty_case}.nii.gz"))
+    with pytest.warns(UserWarning, match="found no region"):
+        result = predict_cascade(ws, images, tmp_path / "pred", NnUNetModel(CASCADE, CONFIG, TRAINER),
+                                 stage1=NnUNetModel(SOURCE, CONFIG, TRAINER), stage1_predictions=stage1)
+    assert result.empty_cases == [empty_case]
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / f"{empty_case}.nii.gz"))).any()
+
+
+def test_detector_and_stage_skipping_segmentor_pipeline(ws, tmp_path):
+    checkpoint, summary = train_detector_from_preprocessed(
+        ws.preprocessed, ws.results, SOURCE, CONFIG, config=DetectorConfig(view_size=32, width=8, steps=30),
+        log=lambda *_: None)
+    assert summary["held_out_iou"] and all(0.0 <= v <= 1.0 for v in summary["held_out_iou"].values())
+    prepare_stage2_dataset(ws.raw, SOURCE, DETECTOR_STAGE2,
+                           settings=CascadeSettings(target="all", margin=4.0, organ_channel=False))
+    ws.plan_and_preprocess(DETECTOR_STAGE2, configurations=(CONFIG,))
+    ws.train(DETECTOR_STAGE2, CONFIG, 0, SEGMENTOR_TRAINER)
+    weights = torch.load(ws.model_folder(DETECTOR_STAGE2, CONFIG, SEGMENTOR_TRAINER) / "fold_0" / "checkpoint_final.pth",
+                         map_location="cpu", weights_only=False)["network_weights"]
+    assert any(k.startswith("gates.") for k in weights)  # the stage-skipping segmentor trained, not PlainConvUNet
+    images, labels = _test_dirs(ws)
+    output = ws.run("nnunet-ext", "cascade", "predict", "-i", images, "-o", tmp_path / "pred",
+                    "--stage2", DETECTOR_STAGE2, CONFIG, SEGMENTOR_TRAINER, "--detector", checkpoint)
+    assert "cascadee2e_005 [[" in output
+    summary = ws.evaluate(SOURCE, labels, tmp_path / "pred")
+    assert set(summary["mean"]) == {"1", "2"}
