@@ -96,6 +96,9 @@ PLANNABLE: Dict[str, ArchitecturePlan] = {
                                   {"variant": "unet3plus"}),
     "STSNet": ArchitecturePlan("nnunet_ext_architectures.sts_net.STSNet",
                                "nnunet_ext_architectures.sts_net:sts_net_kwargs_from_configuration", total_stride=8),
+    "StageSkippingSegmentor": ArchitecturePlan(
+        "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor",
+        "nnunet_ext_architectures.stage_skipping_segmentor:stage_skipping_kwargs_from_configuration"),
 }
 
 
