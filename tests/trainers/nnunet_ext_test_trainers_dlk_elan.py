@@ -1,8 +1,16 @@
-"""Test-only DLKUNet / ELANRes-MSCA-UNet trainers: 2 epochs x 2 iterations, deep supervision on or off."""
+"""Test-only DLKUNet / ELANRes-MSCA-UNet trainers: 2 epochs x 2 iterations, deep supervision on or off,
+and narrow networks (widths / 4, at least 4 channels) so CPU CI stays fast. The full-width presets are
+covered by the unit tests; here the point is the nnU-Net pipeline around them."""
 import torch
 
 from nnunet_ext_trainers.dlkunet_trainers import DLKUNetLTrainer, DLKUNetMTrainer, DLKUNetSTrainer
 from nnunet_ext_trainers.elanres_trainers import ELANResMSCAUNetTrainer
+
+WIDTH_DIVISOR = 4
+
+
+def _narrow(kwargs: dict) -> dict:
+    return {**kwargs, "features_per_stage": [max(4, f // WIDTH_DIVISOR) for f in kwargs["features_per_stage"]]}
 
 
 class _Short:
@@ -25,21 +33,33 @@ class _NoDeepSupervision:
         self.enable_deep_supervision = False
 
 
-class DLKUNetSTrainer_test(_Short, DLKUNetSTrainer):
+class _NarrowDLKUNet:
+    @classmethod
+    def dlkunet_kwargs(cls, configuration_manager) -> dict:
+        return _narrow(super().dlkunet_kwargs(configuration_manager))
+
+
+class _NarrowELANRes:
+    @classmethod
+    def elanres_kwargs(cls, configuration_manager) -> dict:
+        return _narrow(super().elanres_kwargs(configuration_manager))
+
+
+class DLKUNetSTrainer_test(_Short, _NarrowDLKUNet, DLKUNetSTrainer):
     pass
 
 
-class DLKUNetMTrainer_test(_Short, DLKUNetMTrainer):
+class DLKUNetMTrainer_test(_Short, _NarrowDLKUNet, DLKUNetMTrainer):
     pass
 
 
-class DLKUNetLTrainerNoDS_test(_NoDeepSupervision, _Short, DLKUNetLTrainer):
+class DLKUNetLTrainerNoDS_test(_NoDeepSupervision, _Short, _NarrowDLKUNet, DLKUNetLTrainer):
     pass
 
 
-class ELANResMSCAUNetTrainer_test(_Short, ELANResMSCAUNetTrainer):
+class ELANResMSCAUNetTrainer_test(_Short, _NarrowELANRes, ELANResMSCAUNetTrainer):
     pass
 
 
-class ELANResMSCAUNetTrainerNoDS_test(_NoDeepSupervision, _Short, ELANResMSCAUNetTrainer):
+class ELANResMSCAUNetTrainerNoDS_test(_NoDeepSupervision, _Short, _NarrowELANRes, ELANResMSCAUNetTrainer):
     pass

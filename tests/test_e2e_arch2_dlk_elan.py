@@ -1,0 +1,76 @@
+"""End to end through nnU-Net's commands for DLKUNet (2d presets, 3d plans-driven) and ELANRes-MSCA-UNet
+(3d_fullres): plan_and_preprocess -> nnUNetv2_train -> nnUNetv2_predict -> evaluate, deep supervision on and off;
+then nnU-Net's own predictor on the ELANRes checkpoint runs the fused convolutions."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from e2e_utils import NnUNetWorkspace
+
+pytestmark = pytest.mark.e2e
+
+DATASET = 932
+
+# trainer, configuration, deep supervision, a state_dict key only that architecture has
+RUNS = [
+    ("DLKUNetSTrainer_test", "2d", True, "encoder.stages.0.0.attention.spatial.weight"),
+    ("DLKUNetLTrainerNoDS_test", "2d", False, "encoder.stages.4.1.attention.spatial.weight"),
+    ("DLKUNetMTrainer_test", "3d_fullres", True, "decoder.stages.2.block.attention.spatial.weight"),
+    ("ELANResMSCAUNetTrainer_test", "3d_fullres", True, "encoder.stages.0.0.stem.pointwise.0.weight"),
+    ("ELANResMSCAUNetTrainerNoDS_test", "3d_fullres", False, "encoder.stages.1.1.attention.2.strips.2.0.weight"),
+]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp("dlk_elan"))
+    ws.generate(DATASET, name="PhantomDLKELAN", num_cases=5, shape=(16, 48, 48), num_test_cases=1, seed=3)
+    ws.plan_and_preprocess(DATASET, configurations=("2d", "3d_fullres"))
+    return ws
+
+
+@pytest.mark.parametrize("trainer, configuration, deep_supervision, key", RUNS, ids=[r[0] for r in RUNS])
+def test_train_predict_evaluate(ws, tmp_path, trainer, configuration, deep_supervision, key):
+    ws.train(DATASET, configuration, 0, trainer)
+    fold = ws.model_folder(DATASET, configuration, trainer) / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 2
+    weights = checkpoint["network_weights"]
+    assert key in weights
+    # the checkpoint holds the trainable (unfused) form: every deep-supervision head, whatever the switch
+    assert any(k.startswith("decoder.seg_layers.1.") for k in weights)
+    assert np.isfinite(checkpoint["logging"]["train_losses"]).all()
+
+    raw = ws.raw / ws.dataset_name(DATASET)
+    out = tmp_path / "pred"
+    ws.predict(DATASET, configuration, trainer, raw / "imagesTs", out)
+    cases = sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == cases
+    for name in cases:
+        pred, gt = sitk.ReadImage(str(out / name)), sitk.ReadImage(str(raw / "labelsTs" / name))
+        assert pred.GetSize() == gt.GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
+    summary = ws.evaluate(DATASET, raw / "labelsTs", out)
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+
+
+def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws):
+    trainer = "ELANResMSCAUNetTrainer_test"
+    fold = ws.model_folder(DATASET, "3d_fullres", trainer) / "fold_0"
+    if not (fold / "checkpoint_final.pth").exists():
+        ws.train(DATASET, "3d_fullres", 0, trainer)
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(fold.parent), (0,), "checkpoint_final.pth")
+    network = predictor.network
+    patch = predictor.configuration_manager.patch_size
+    x = torch.randn(1, *patch, generator=torch.Generator().manual_seed(0))
+    fused = predictor.predict_sliding_window_return_logits(x)
+    assert all(m._fused_cache is not None for m in network.rep_convs())  # eval ran the single convolutions
+    network.set_fused_inference(False)
+    branches = predictor.predict_sliding_window_return_logits(x)
+    assert (fused - branches).abs().max().item() < 1e-4
