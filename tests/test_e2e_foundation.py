@@ -90,8 +90,10 @@ def test_find_best_configuration_ensemble_and_postprocessing(ws, trained, tmp_pa
         ws.predict(DATASET, configuration, TRAINER, raw / "imagesTs", tmp_path / configuration, "--save_probabilities")
     ws.run("nnUNetv2_ensemble", "-i", tmp_path / "2d", tmp_path / "3d_fullres", "-o", tmp_path / "ensemble", "-np", 1)
     assert len(list((tmp_path / "ensemble").glob("*.nii.gz"))) == 2
-    pp_pkl = next(folder.glob("ensemble_*/postprocessing.pkl"))
-    plans_json = next(folder.glob("ensemble_*/plans.json"))
+    # the post-processing nnU-Net chose (for the best single model or the ensemble), as its instructions say
+    pp_line = next(line for line in instructions.splitlines() if "nnUNetv2_apply_postprocessing" in line).split()
+    pp_pkl = pp_line[pp_line.index("-pp_pkl_file") + 1]
+    plans_json = pp_line[pp_line.index("-plans_json") + 1]
     ws.run("nnUNetv2_apply_postprocessing", "-i", tmp_path / "ensemble", "-o", tmp_path / "pp", "-pp_pkl_file",
            pp_pkl, "-np", 1, "-plans_json", plans_json)
     assert len(list((tmp_path / "pp").glob("*.nii.gz"))) == 2
