@@ -1,0 +1,211 @@
+"""Cost of one trainer's network, measured in a fresh process so trainers do not share allocator or cache state.
+
+Parameters and FLOPs (nnunet_ext.cost, torch's FlopCounterMode) for one patch; inference milliseconds
+per patch (eval, no_grad, median of repeats); peak memory of one training step at the plans' batch size
+(CUDA max allocated on a GPU, process peak RSS above the post-import baseline on a CPU); seconds per case
+of nnU-Net's predictor on a few cases. Networks come from each trainer's own ``build_network_architecture``.
+
+Run as ``python -m nnunet_ext.benchmark.cost request.json result.json`` (see :func:`measure_in_subprocess`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+
+@dataclass
+class CostRequest:
+    preprocessed_dataset: str          # nnUNet_preprocessed/DatasetXXX_Name
+    plans: str                         # plans identifier, e.g. nnUNetPlans
+    configuration: str
+    trainer: str                       # class name nnU-Net can find (short-schedule names included)
+    device: str = "cpu"
+    repeats: int = 5
+    threads: int = 1
+    model_folder: Optional[str] = None  # trained model: time the predictor per case when given
+    fold: int = 0
+    case_images: List[List[str]] = field(default_factory=list)  # image files per case, for the predictor
+
+
+@dataclass
+class CostResult:
+    trainer: str
+    plans: str
+    device: str
+    threads: int
+    patch_size: List[int]
+    batch_size: int
+    parameters: int
+    flops_per_patch: int               # torch's count (2 per multiply-add), batch 1
+    flops_device: str                  # 'meta' (shapes only) or the real device when meta was not possible
+    inference_ms_per_patch: float      # median over repeats
+    inference_ms_all: List[float]
+    train_step_peak_memory_mb: float   # CUDA max allocated, or peak RSS above the post-import baseline
+    memory_kind: str
+    baseline_rss_mb: float
+    predict_seconds_per_case: Optional[float]  # median over the timed cases
+    predict_seconds_all: List[float]
+
+
+def load_trainer_context(preprocessed_dataset, plans: str, configuration: str, trainer: str):
+    """(trainer class, plans manager, configuration manager, input channels, output heads) with nnU-Net's lookup."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(preprocessed_dataset)
+    plans_file = folder / f"{plans}.json"
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"no plans file {plans_file}; run nnUNetv2_plan_and_preprocess (or plan_experiment) first")
+    plans_manager = PlansManager(load_json(str(plans_file)))
+    dataset_json = load_json(str(folder / "dataset.json"))
+    if configuration not in plans_manager.available_configurations:
+        raise ValueError(f"configuration {configuration!r} is not in {plans_file.name} "
+                         f"(available: {plans_manager.available_configurations})")
+    configuration_manager = plans_manager.get_configuration(configuration)
+    trainer_class = recursive_find_trainer_class_by_name(trainer)
+    if trainer_class is None:
+        raise ValueError(f"nnU-Net cannot find a trainer class named {trainer!r}")
+    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    return trainer_class, plans_manager, configuration_manager, n_in, n_out
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _build(ctx, deep_supervision: bool):
+    trainer_class, plans_manager, configuration_manager, n_in, n_out = ctx
+    return trainer_class.build_network_architecture(plans_manager, configuration_manager, n_in, n_out,
+                                                    deep_supervision)
+
+
+def _flops(ctx, input_shape) -> tuple:
+    import torch
+
+    from nnunet_ext.cost import count_flops
+
+    try:
+        with torch.device("meta"):
+            net = _build(ctx, False)
+        return count_flops(net, input_shape, "meta"), "meta"
+    except (RuntimeError, NotImplementedError, TypeError):  # an op without a meta kernel: count on the CPU
+        return count_flops(_build(ctx, False), input_shape, "cpu"), "cpu"
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_cost(request: CostRequest) -> CostResult:
+    import torch
+
+    torch.set_num_threads(max(1, int(request.threads)))
+    device = torch.device(request.device)
+    ctx = load_trainer_context(request.preprocessed_dataset, request.plans, request.configuration, request.trainer)
+    configuration_manager, n_in = ctx[2], ctx[3]
+    patch = [int(s) for s in configuration_manager.patch_size]
+    batch = int(configuration_manager.batch_size)
+    baseline = _rss_mb()
+    flops, flops_device = _flops(ctx, (1, n_in, *patch))
+
+    net = _build(ctx, False).to(device).eval()
+    params = sum(p.numel() for p in net.parameters())
+    x = torch.randn(1, n_in, *patch, device=device)
+    times = []
+    with torch.no_grad():
+        net(x)  # warm-up: first call pays for allocation and kernel selection
+        for _ in range(max(1, request.repeats)):
+            _sync(device)
+            start = time.perf_counter()
+            net(x)
+            _sync(device)
+            times.append(1000 * (time.perf_counter() - start))
+    del net, x
+
+    # one training step's memory at the plans' batch size (what nnU-Net Revisited matches baselines on)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    net = _build(ctx, True).to(device).train()
+    out = net(torch.randn(batch, n_in, *patch, device=device))
+    outputs = out if isinstance(out, (list, tuple)) else [out]
+    sum(o.float().mean() for o in outputs).backward()
+    _sync(device)
+    if device.type == "cuda":
+        memory, kind = torch.cuda.max_memory_allocated(device) / 2 ** 20, "CUDA max allocated"
+    else:
+        memory, kind = _rss_mb() - baseline, "peak RSS above baseline"
+    del net, out, outputs
+
+    seconds = _predict_seconds(request, device) if request.model_folder and request.case_images else []
+    return CostResult(
+        trainer=request.trainer, plans=request.plans, device=str(device), threads=int(request.threads),
+        patch_size=patch, batch_size=batch, parameters=int(params), flops_per_patch=int(flops),
+        flops_device=flops_device, inference_ms_per_patch=float(statistics.median(times)), inference_ms_all=times,
+        train_step_peak_memory_mb=float(memory), memory_kind=kind, baseline_rss_mb=float(baseline),
+        predict_seconds_per_case=float(statistics.median(seconds)) if seconds else None,
+        predict_seconds_all=seconds)
+
+
+def _predict_seconds(request: CostRequest, device) -> List[float]:
+    """nnU-Net's predictor (preprocessing, sliding window, mirroring, resampling) timed case by case."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=device, perform_everything_on_device=device.type == "cuda", verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(request.model_folder, use_folds=(request.fold,),
+                                                   checkpoint_name="checkpoint_final.pth")
+    rw = predictor.plans_manager.image_reader_writer_class()
+    seconds = []
+    for files in request.case_images:
+        image, props = rw.read_images(files)
+        _sync(device)
+        start = time.perf_counter()
+        predictor.predict_single_npy_array(image, props, None, None, False)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def measure_in_subprocess(request: CostRequest, env: Optional[dict] = None, timeout: int = 3600) -> CostResult:
+    """Run :func:`measure_cost` in a new Python process (clean peak-memory counters, no shared caches)."""
+    with tempfile.TemporaryDirectory(prefix="nnunet_ext_cost_") as tmp:
+        req, out = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps(asdict(request)))
+        env = dict(os.environ if env is None else env)
+        env.setdefault("OMP_NUM_THREADS", str(request.threads))
+        proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.cost", str(req), str(out)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"cost measurement of {request.trainer} ({request.plans}) failed "
+                               f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+        return CostResult(**json.loads(out.read_text()))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m nnunet_ext.benchmark.cost REQUEST.json RESULT.json", file=sys.stderr)
+        return 2
+    request = CostRequest(**json.loads(Path(argv[0]).read_text()))
+    Path(argv[1]).write_text(json.dumps(asdict(measure_cost(request)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""The benchmark report: markdown summary, a CSV of every case, cost table, and plots (matplotlib, Agg).
+
+Every comparison is paired on (fold, case) against vanilla nnU-Net (nnUNetTrainer on nnUNetPlans).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from nnunet_ext.benchmark.evaluation import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
+from nnunet_ext.benchmark.runner import (CASES_FILE, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders,
+                                         training_timing)
+from nnunet_ext.benchmark.stats import ALPHA, bootstrap_ci, holm_adjust, paired_wilcoxon
+
+SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd", "precision", "recall", "rvd")
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def collect_cases(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> List[dict]:
+    """Every (trainer, fold, case, class) row the runs scored."""
+    ws = folders.open()
+    rows = []
+    for spec in specs:
+        path = spec.fold_folder(ws) / CASES_FILE
+        if not path.is_file():
+            continue
+        for r in json.loads(path.read_text()):
+            rows.append({"trainer": spec.arm.label, "fold": spec.fold, **r})
+    return rows
+
+
+def scores(rows: List[dict], trainer: str, cls: str, metric: str) -> Dict[tuple, float]:
+    return {(r["fold"], r["case"]): float(r[metric]) for r in rows
+            if r["trainer"] == trainer and r["class"] == cls}
+
+
+def paired(rows, trainer: str, reference: str, cls: str, metric: str):
+    a, b = scores(rows, trainer, cls, metric), scores(rows, reference, cls, metric)
+    keys = sorted(set(a) & set(b), key=str)
+    return [a[k] for k in keys], [b[k] for k in keys]
+
+
+def learning_curve(spec: RunSpec, folders: WorkspaceFolders) -> Optional[dict]:
+    """The per-epoch losses and pseudo Dice nnU-Net keeps in its checkpoint (``checkpoint['logging']``)."""
+    import torch
+
+    path = spec.fold_folder(folders.open()) / "checkpoint_final.pth"
+    if not path.is_file():
+        return None
+    logging = torch.load(path, map_location="cpu", weights_only=False)["logging"]
+    return {k: [float(v) for v in logging.get(k, [])] for k in ("train_losses", "val_losses", "mean_fg_dice",
+                                                                   "ema_fg_dice")}
+
+
+# -- formatting ------------------------------------------------------------------------------------------
+def _f(x, digits=3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def _ci(iv, digits=3) -> str:
+    if iv.n == 0:
+        return "n/a"
+    if not math.isfinite(iv.low):
+        return f"{_f(iv.mean, digits)} (n={iv.n}, no CI)"
+    return f"{_f(iv.mean, digits)} [{_f(iv.low, digits)}, {_f(iv.high, digits)}]"
+
+
+def _p(p) -> str:
+    return "n/a" if p is None or not math.isfinite(p) else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[str] = None) -> List[str]:
+    sep = align or "|" + "---|" * len(header)
+    return ["| " + " | ".join(header) + " |", sep] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def _ratio(x, ref) -> str:
+    if x is None or ref in (None, 0) or not math.isfinite(x) or not math.isfinite(ref):
+        return "n/a"
+    return f"{x / ref:.2f}x"
+
+
+# -- sections --------------------------------------------------------------------------------------------
+def accuracy_section(rows, labels: List[str], classes: List[str]) -> List[str]:
+    others = [t for t in labels if t != VANILLA]
+    tests = {t: paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, "dice")) for t in others}
+    holm = dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
+    out = ["## Accuracy: Dice (mean over classes) against vanilla nnU-Net", "",
+           "Mean per case over the foreground classes, with a seeded 95% percentile-bootstrap CI over cases. "
+           "The difference is paired on the same (fold, case); p is the two-sided Wilcoxon signed-rank test; "
+           "Holm p corrects for testing several trainers against the same baseline.", ""]
+    table = []
+    for t in labels:
+        iv = bootstrap_ci(list(scores(rows, t, MEAN_CLASS, "dice").values()))
+        if t == VANILLA:
+            table.append([f"**{t}** (reference)", _ci(iv), str(iv.n), "-", "-", "-", "reference"])
+            continue
+        c = tests[t]
+        table.append([t, _ci(iv), str(iv.n), _ci(c.difference_ci), _p(c.p_value), _p(holm[t]), c.verdict])
+    out += _table(["trainer", "Dice [95% CI]", "cases", "ΔDice vs nnU-Net [95% CI]", "Wilcoxon p", "Holm p",
+                   "verdict"], table)
+    out += ["", "Per class (Dice, mean [95% CI]):", ""]
+    out += _table(["trainer"] + classes,
+                  [[t] + [_ci(bootstrap_ci(list(scores(rows, t, c, "dice").values()))) for c in classes]
+                   for t in labels])
+    out += ["", "## Other metrics (mean over classes; p = paired Wilcoxon against nnU-Net)", "",
+            "HD95 and ASSD in mm (lower is better; undefined when one mask is empty, so those cases are left "
+            "out), NSD at the stated tolerance, RVD = (predicted - true volume) / true volume (0 is best).", ""]
+    table = []
+    for t in labels:
+        cells = [t]
+        for m in SUMMARY_METRICS[1:]:
+            iv = bootstrap_ci(list(scores(rows, t, MEAN_CLASS, m).values()))
+            cell = _ci(iv, 2 if m in ("hd95", "assd") else 3)
+            if t != VANILLA:
+                c = paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, m),
+                                    higher_is_better=HIGHER_IS_BETTER[m] is not False)
+                cell += f" (p {_p(c.p_value)})"
+            cells.append(cell)
+        table.append(cells)
+    out += _table(["trainer", "IoU", "HD95 (mm)", "ASSD (mm)", "NSD", "precision", "recall", "RVD"], table)
+    significant = [t for t in others if math.isfinite(tests[t].p_value) and tests[t].p_value < ALPHA]
+    untestable = [t for t in others if not math.isfinite(tests[t].p_value)]
+    out += [""]
+    if untestable:
+        out.append(f"**Too few cases to test** {', '.join(untestable)}: {tests[untestable[0]].verdict}. "
+                   "No claim either way can be made from this run.")
+    if not significant and len(untestable) < len(others):
+        out.append(f"**No trainer differs significantly from vanilla nnU-Net in Dice** (two-sided Wilcoxon, "
+                   f"alpha = {ALPHA}).")
+    elif significant:
+        out.append("Significant Dice differences before Holm correction: " +
+                   ", ".join(f"{t} ({tests[t].verdict})" for t in significant) + ".")
+    return out
+
+
+def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
+    ws = folders.open()
+    timing = {}
+    for s in specs:
+        t = training_timing(s, ws)
+        if t is not None:
+            timing.setdefault(s.arm.label, []).append(t["seconds_per_iteration_median"])
+    ref = costs.get(VANILLA, {})
+    ref_train = float(np.median(timing[VANILLA])) if VANILLA in timing else None
+    out = ["## Cost, measured side by side in this run", "",
+           "Parameters and FLOPs (torch FlopCounterMode: 2 per multiply-add, conv/matmul only) of the network "
+           "each trainer builds, for one patch; train s/iter = median measured training step (nnU-Net's "
+           "train_step, batch of the plans); inference ms/patch = median network forward on one patch "
+           "(eval, no_grad); predict s/case = nnU-Net's predictor per case (preprocessing, sliding window, "
+           "mirroring, resampling); memory = one training step at the plans' batch "
+           "(CUDA max allocated on a GPU, peak RSS above the post-import baseline on a CPU). Each trainer is "
+           "measured in its own fresh process, all in one job. Ratios are to vanilla nnU-Net.", ""]
+    table = []
+    for t in labels:
+        c = costs.get(t)
+        train = float(np.median(timing[t])) if t in timing else None
+        if c is None:
+            table.append([t] + ["n/a"] * 13)
+            continue
+        table.append([t, "x".join(map(str, c["patch_size"])), str(c["batch_size"]), f"{c['parameters'] / 1e6:.3f}",
+                      f"{c['flops_per_patch'] / 1e9:.2f}", _f(train, 3), _f(c["inference_ms_per_patch"], 1),
+                      _f(c["predict_seconds_per_case"], 2), _f(c["train_step_peak_memory_mb"], 0),
+                      _ratio(c["parameters"], ref.get("parameters")), _ratio(c["flops_per_patch"],
+                                                                             ref.get("flops_per_patch")),
+                      _ratio(train, ref_train), _ratio(c["inference_ms_per_patch"], ref.get("inference_ms_per_patch")),
+                      _ratio(c["train_step_peak_memory_mb"], ref.get("train_step_peak_memory_mb"))])
+    out += _table(["trainer", "patch", "batch", "params (M)", "GFLOPs/patch", "train s/iter", "infer ms/patch",
+                   "predict s/case", "train memory (MB)", "params x", "FLOPs x", "train time x", "infer x",
+                   "memory x"], table)
+    if ref:
+        out += ["", f"Device: {ref.get('device')}, torch threads for the cost job: {ref.get('threads')}; memory is "
+                    f"{ref.get('memory_kind')}."]
+    return out
+
+
+def ablation_section(ablation, rows) -> List[str]:
+    from nnunet_ext.benchmark.ablations import Ablation
+
+    assert isinstance(ablation, Ablation)
+    out = [f"## Ablation `{ablation.name}`: {ablation.title}", "", f"Layout of {ablation.source}. DSC, IoU, "
+           "VOE = 1 - IoU in % (means over cases of the per-case mean over classes); Δ against the first row of "
+           "each group; p = paired Wilcoxon against that row.", ""]
+    table = []
+    for r in ablation.rows:
+        dice = bootstrap_ci(list(scores(rows, r.trainer, MEAN_CLASS, "dice").values())).mean
+        iou = bootstrap_ci(list(scores(rows, r.trainer, MEAN_CLASS, "iou").values())).mean
+        base = ablation.group_baseline(r)
+        group = r.group if base is r else ""
+        cells = [group, r.trainer] + [v for _, v in r.settings] + [_f(100 * dice, 2), _f(100 * iou, 2),
+                                                                  _f(100 * (1 - iou), 2)]
+        if base is r:
+            cells += ["-", "-", "-"]
+        else:
+            bd = bootstrap_ci(list(scores(rows, base.trainer, MEAN_CLASS, "dice").values())).mean
+            bi = bootstrap_ci(list(scores(rows, base.trainer, MEAN_CLASS, "iou").values())).mean
+            test = paired_wilcoxon(*paired(rows, r.trainer, base.trainer, MEAN_CLASS, "dice"))
+            cells += [f"{100 * (dice - bd):+.2f}", f"{100 * (iou - bi):+.2f}", _p(test.p_value)]
+        table.append(cells)
+    out += _table(["model", "trainer", *ablation.columns, "DSC (%)", "IoU (%)", "VOE (%)", "Δ DSC", "Δ IoU", "p"],
+                  table)
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_dice_boxes(rows, labels, classes, path: Path) -> Path:
+    plt = _plt()
+    panels = [MEAN_CLASS] + (classes if len(classes) > 1 else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 1.2 * len(labels)) * len(panels) * 0.6 + 2, 4.8),
+                             squeeze=False)
+    for ax, cls in zip(axes[0], panels):
+        data = [[v for v in scores(rows, t, cls, "dice").values() if math.isfinite(v)] for t in labels]
+        ax.boxplot(data, showmeans=True)
+        for i, d in enumerate(data, start=1):
+            ax.scatter(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)) if len(d) > 1 else [i] * len(d), d,
+                       s=12, alpha=0.6, color="k", zorder=3)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title("Dice, mean over classes" if cls == MEAN_CLASS else f"Dice, {cls}")
+        ax.set_ylabel("Dice per case")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cost_vs_dice(rows, labels, costs, specs, folders, path: Path) -> Optional[Path]:
+    plt = _plt()
+    ws = folders.open()
+    timing = {}
+    for s in specs:
+        t = training_timing(s, ws)
+        if t is not None:
+            timing.setdefault(s.arm.label, []).append(t["seconds_per_iteration_median"])
+    axes_spec = [("GFLOPs per patch", lambda t: costs[t]["flops_per_patch"] / 1e9 if t in costs else None),
+                 ("training s / iteration", lambda t: float(np.median(timing[t])) if t in timing else None),
+                 ("train-step memory (MB)", lambda t: costs[t]["train_step_peak_memory_mb"] if t in costs else None)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, (name, get) in zip(axes, axes_spec):
+        for i, t in enumerate(labels):
+            x = get(t)
+            iv = bootstrap_ci(list(scores(rows, t, MEAN_CLASS, "dice").values()))
+            if x is None or iv.n == 0:
+                continue
+            err = None if not math.isfinite(iv.low) else [[iv.mean - iv.low], [iv.high - iv.mean]]
+            ax.errorbar([x], [iv.mean], yerr=err, fmt="o", capsize=4, color=f"C{i % 10}", label=t)
+            ax.annotate(t, (x, iv.mean), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.set_xlabel(name)
+        ax.set_ylabel("Dice (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("cost vs accuracy (up and left is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(curves: Dict[str, dict], path: Path) -> Optional[Path]:
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for i, (t, c) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        epochs = np.arange(len(c["train_losses"]))
+        axes[0].plot(epochs, c["train_losses"], "-o", ms=3, color=color, label=t)
+        axes[1].plot(np.arange(len(c["val_losses"])), c["val_losses"], "-o", ms=3, color=color, label=t)
+        axes[2].plot(np.arange(len(c["mean_fg_dice"])), c["mean_fg_dice"], "-o", ms=3, color=color, label=t)
+    for ax, title in zip(axes, ("train loss", "validation loss", "pseudo Dice (nnU-Net, per epoch)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.suptitle("learning curves (first fold; each trainer's own loss, so compare shapes, not levels)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_overlays(rows, labels, specs, folders, n_cases: int, out_dir: Path) -> List[Path]:
+    """Image with ground-truth contours and each trainer's prediction, on the slice with most foreground."""
+    if n_cases < 1:
+        return []
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+
+    ws = folders.open()
+    by_label = {}
+    for s in specs:
+        by_label.setdefault(s.arm.label, s)
+    ref = by_label.get(VANILLA)
+    vanilla = scores(rows, VANILLA, MEAN_CLASS, "dice")
+    ordered = sorted((k for k in vanilla if k[0] == ref.fold and math.isfinite(vanilla[k])), key=lambda k: vanilla[k])
+    if not ordered:
+        return []
+    picks = list(dict.fromkeys(ordered[int(round(q * (len(ordered) - 1)))]
+                               for q in np.linspace(0, 1, min(n_cases, len(ordered)))))
+    raw = ws.raw / ws.dataset_name(ref.dataset_id)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending = dataset_json["file_ending"]
+    test = ref.eval_set == "test"
+    colors = ListedColormap(["none", "#ff3b30", "#0a84ff", "#ffd60a", "#30d158", "#bf5af2"])
+    paths = []
+    for fold, case in picks:
+        gt_file = raw / ("labelsTs" if test else "labelsTr") / f"{case}{ending}"
+        img_file = raw / ("imagesTs" if test else "imagesTr") / f"{case}_0000{ending}"
+        rw = reader_writer(dataset_json, str(gt_file))
+        gt, _ = read_seg(rw, gt_file)
+        image = rw.read_images([str(img_file)])[0][0]
+        axis_sum = (gt > 0).reshape(gt.shape[0], -1).sum(1)
+        z = int(np.argmax(axis_sum))
+        fig, axes = plt.subplots(1, len(labels) + 1, figsize=(3.2 * (len(labels) + 1), 3.6), squeeze=False)
+        axes = axes[0]
+        lo, hi = np.percentile(image[z], (1, 99))
+        for ax in axes:
+            ax.imshow(image[z], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.axis("off")
+        axes[0].imshow(np.ma.masked_equal(gt[z], 0), cmap=colors, vmin=0, vmax=5, alpha=0.5, interpolation="nearest")
+        axes[0].set_title(f"ground truth\n{case}, slice {z}", fontsize=9)
+        for ax, t in zip(axes[1:], labels):
+            spec = by_label[t]
+            pred_file = spec.predictions_folder(ws) / f"{case}{ending}"
+            if not pred_file.is_file():
+                ax.set_title(f"{t}\n(no prediction)", fontsize=8)
+                continue
+            pred, _ = read_seg(rw, pred_file)
+            ax.imshow(np.ma.masked_equal(pred[z], 0), cmap=colors, vmin=0, vmax=5, alpha=0.5,
+                      interpolation="nearest")
+            for label in np.unique(gt[z])[1:]:
+                ax.contour(gt[z] == label, levels=[0.5], colors="white", linewidths=0.8)
+            d = scores(rows, t, MEAN_CLASS, "dice").get((fold, case), math.nan)
+            ax.set_title(f"{t}\nDice {_f(d)}", fontsize=8)
+        fig.suptitle("prediction (colour) vs ground truth (white contour)", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"overlay_{case}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# -- the report ------------------------------------------------------------------------------------------
+def write_cases_csv(rows: List[dict], path: Path) -> Path:
+    header = ["trainer", "fold", "case", "class", *CASE_METRICS]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: WorkspaceFolders, costs: Dict[str, dict],
+                 failures: Dict[str, str], out_dir: Path) -> Path:
+    import nnunetv2
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(s.arm.label for s in specs))
+    rows = collect_cases(specs, folders)
+    write_cases_csv(rows, out_dir / "cases.csv")
+    (out_dir / "cost.json").write_text(json.dumps(costs, indent=1))
+    ws = folders.open()
+    dataset = ws.dataset_name(cfg.dataset_id)
+    classes = list(dict.fromkeys(r["class"] for r in rows if r["class"] != MEAN_CLASS))
+    schedule = specs[0].schedule_name.split("_ep")[-1] if specs else ""
+    lines = [f"# nnunet-ext benchmark: {dataset}, {cfg.configuration}", "",
+             "```", cfg.command_line or "(called from Python)", "```", "",
+             "## Protocol", "",
+             f"- dataset: {dataset}; configuration {cfg.configuration}; folds {', '.join(map(str, cfg.folds))} "
+             f"(nnU-Net's splits_final.json); evaluated on the **{specs[0].eval_set if specs else '?'}** cases",
+             f"- schedule: every trainer {cfg.epochs} epochs x {cfg.iterations} iterations "
+             f"(val {cfg.val_iterations}), i.e. `<Trainer>_ep{schedule}`; from scratch; same plans "
+             f"(`nnUNetPlans`) for every trainer except a ResEnc arm",
+             f"- trainers: {', '.join(labels)}",
+             f"- device: {cfg.device}; nnU-Net {getattr(nnunetv2, '__version__', '2.x')}, torch {torch.__version__}, "
+             f"Python {platform.python_version()}; written {time.strftime('%Y-%m-%d %H:%M')}",
+             f"- NSD tolerance {cfg.nsd_tolerance_mm} mm; Dice/IoU from nnU-Net's evaluator (NaN when a class is "
+             "absent from both masks; such cases drop out of that class's mean)", ""]
+    if cfg.epochs * cfg.iterations < 250 * 50:
+        lines += [f"> This is a short schedule ({cfg.epochs * cfg.iterations} iterations; nnU-Net's default is "
+                  "1000 x 250). It shows the pipeline and the cost ratios; it does not say which method is "
+                  "better on converged models.", ""]
+    if failures:
+        lines += ["## Failed runs", ""] + [f"- {k}: `{v.splitlines()[0][:300]}`" for k, v in failures.items()] + [""]
+    if rows:
+        lines += accuracy_section(rows, [t for t in labels if any(r["trainer"] == t for r in rows)], classes) + [""]
+    else:
+        lines += ["No run produced scored cases.", ""]
+    if cfg.ablation:
+        from nnunet_ext.benchmark.ablations import get_ablation
+        lines += ablation_section(get_ablation(cfg.ablation), rows) + [""]
+    lines += cost_section(costs, specs, folders, labels, None) + [""]
+
+    plots = []
+    if rows:
+        plots.append(("Dice per case", plot_dice_boxes(rows, labels, classes, out_dir / "dice_boxplot.png")))
+        plots.append(("Cost vs Dice", plot_cost_vs_dice(rows, labels, costs, specs, folders,
+                                                        out_dir / "cost_vs_dice.png")))
+    first = {}
+    for s in specs:
+        first.setdefault(s.arm.label, s)
+    curves = {t: learning_curve(s, folders) for t, s in first.items()}
+    plots.append(("Learning curves", plot_learning_curves(curves, out_dir / "learning_curves.png")))
+    (out_dir / "learning_curves.json").write_text(json.dumps(curves, indent=1))
+    overlays = plot_overlays(rows, labels, specs, folders, cfg.plots_overlay_cases, out_dir) if rows else []
+    lines += ["## Plots", ""]
+    for title, path in plots:
+        if path is not None:
+            lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    if overlays:
+        lines += ["### Example cases (lowest, median, highest vanilla Dice)", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in overlays] + [""]
+    lines += ["## Files", "", "- `cases.csv`: every (trainer, fold, case, class) with all metrics; class `mean` is "
+              "the per-case mean over classes", "- `cost.json`: raw cost measurements (all repeats)",
+              "- `learning_curves.json`: per-epoch losses and pseudo Dice from the checkpoints", ""]
+    (out_dir / "config.json").write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v)
+                                                     for k, v in asdict(cfg).items()}, indent=1, default=list))
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report

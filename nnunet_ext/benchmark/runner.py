@@ -1,0 +1,486 @@
+"""The benchmark's plan of runs: every (trainer, fold) through ``nnUNetv2_train``, fanned out with submitit.
+
+Fairness is held by construction: one dataset, one plans file per arm (the same ``nnUNetPlans`` for every
+trainer, ``nnUNetResEncUNet*Plans`` only for the ResEnc arm), the same folds (nnU-Net's splits_final.json),
+the same short schedule (``<Trainer>_ep<E>it<I>val<V>``), training from scratch, the same evaluation code,
+and cost measured one trainer after another in the same job.
+
+A finished run (``checkpoint_final.pth`` and its predictions' ``summary.json``) is never rerun; a run with
+only ``checkpoint_latest.pth`` continues with ``--c``; a trained run without predictions runs ``--val``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from nnunet_ext.training.schedule import TIMING_FILE, short_schedule_name
+from nnunet_ext.workspace import CommandFailed, NnUNetWorkspace
+
+VANILLA = "nnUNetTrainer"
+DEFAULT_PLANS = "nnUNetPlans"
+# preset -> (planner class for nnUNetv2_plan_experiment -pl, plans identifier it writes)
+RESENC_PRESETS = {
+    "M": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
+    "L": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
+    "XL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
+}
+EVAL_SETS = ("auto", "validation", "test")
+EXECUTORS = ("local", "slurm", "debug")
+CASES_FILE = "benchmark_cases.json"
+TEST_PREDICTIONS = "test_predictions"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One compared entry: a trainer trained under a plans identifier."""
+    trainer: str
+    plans: str = DEFAULT_PLANS
+
+    @property
+    def label(self) -> str:
+        return self.trainer if self.plans == DEFAULT_PLANS else f"{self.trainer} [{self.plans}]"
+
+    @property
+    def is_vanilla(self) -> bool:
+        return self.trainer == VANILLA and self.plans == DEFAULT_PLANS
+
+
+@dataclass
+class BenchmarkConfig:
+    workdir: Path
+    dataset_id: int
+    configuration: str = "3d_fullres"
+    trainers: Sequence[str] = ()
+    folds: Sequence[int] = (0,)
+    epochs: int = 10
+    iterations: int = 20
+    val_iterations: int = 2
+    resenc: Optional[str] = None              # "M" | "L" | "XL": add nnUNetTrainer on that ResEnc preset
+    eval_set: str = "auto"                    # auto: the held-out test set when the raw dataset has labelsTs
+    device: str = "cpu"
+    # phantom generation (--generate); ignored for an existing dataset
+    generate: bool = False
+    dataset_name: str = "PhantomBench"
+    num_train_cases: int = 10
+    num_test_cases: int = 0
+    shape: Sequence[int] = (24, 48, 48)
+    spacing: Sequence[float] = (3.0, 1.0, 1.0)
+    seed: int = 0
+    # nnU-Net folders: None = a private workspace under workdir/nnunet (generated data); True = the
+    # nnUNet_raw / nnUNet_preprocessed / nnUNet_results of the environment (an existing dataset)
+    use_environment_folders: bool = False
+    da_processes: Optional[int] = None        # nnUNet_n_proc_DA for training (default: 0 on CPU, 12 on GPU)
+    # fan-out
+    executor: str = "local"
+    max_parallel: Optional[int] = None        # concurrent runs (default: GPUs, or CPU cores // cpus_per_run)
+    cpus_per_run: int = 4
+    timeout_min: int = 24 * 60
+    slurm_partition: Optional[str] = None
+    slurm_account: Optional[str] = None
+    slurm_qos: Optional[str] = None
+    mem_gb: Optional[int] = None
+    slurm_additional: Dict[str, str] = field(default_factory=dict)
+    # cost and evaluation
+    cost_repeats: int = 5
+    cost_cases: int = 3
+    cost_threads: int = 1
+    nsd_tolerance_mm: float = 1.0
+    ablation: Optional[str] = None
+    plots_overlay_cases: int = 3
+    command_line: str = ""
+
+    def arms(self) -> List[Arm]:
+        """Vanilla nnU-Net first (always), then the requested trainers, then the ResEnc arm."""
+        arms = [Arm(VANILLA)]
+        for name in self.trainers:
+            arm = Arm(name)
+            if arm not in arms:
+                arms.append(arm)
+        if self.resenc:
+            if self.resenc not in RESENC_PRESETS:
+                raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)}")
+            arms.append(Arm(VANILLA, RESENC_PRESETS[self.resenc][1]))
+        return arms
+
+    def validate(self) -> None:
+        if self.eval_set not in EVAL_SETS:
+            raise ValueError(f"eval set must be one of {EVAL_SETS}, got {self.eval_set!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.device not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device must be cpu, cuda or mps (nnUNetv2_train -device), got {self.device!r}")
+        if min(self.epochs, self.iterations, self.val_iterations) < 1:
+            raise ValueError("epochs, iterations and val iterations must all be >= 1")
+        if not self.folds:
+            raise ValueError("give at least one fold")
+        for fold in self.folds:
+            if not (fold == "all" or (isinstance(fold, int) and fold >= 0)):
+                raise ValueError(f"fold must be a non-negative integer or 'all', got {fold!r}")
+
+
+@dataclass(frozen=True)
+class WorkspaceFolders:
+    raw: str
+    preprocessed: str
+    results: str
+    da_processes: int
+
+    def open(self) -> NnUNetWorkspace:
+        """The workspace in the current process (built here so a job takes its own node's environment)."""
+        raw = Path(self.raw)
+        # NnUNetWorkspace makes <root>/nnUNet_{raw,preprocessed,results}; point it at the real three afterwards
+        root = raw.parent if raw.name == "nnUNet_raw" else Path(tempfile.gettempdir()) / "nnunet_ext_workspace"
+        ws = NnUNetWorkspace(root, num_da_processes=self.da_processes)
+        ws.raw, ws.preprocessed, ws.results = Path(self.raw), Path(self.preprocessed), Path(self.results)
+        ws.env.update(nnUNet_raw=self.raw, nnUNet_preprocessed=self.preprocessed, nnUNet_results=self.results)
+        return ws
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a job needs to train, predict and score one (arm, fold); picklable for submitit."""
+    arm: Arm
+    fold: object
+    schedule_name: str
+    dataset_id: int
+    configuration: str
+    eval_set: str           # "validation" | "test" (resolved)
+    device: str
+    folders: WorkspaceFolders
+    nsd_tolerance_mm: float
+    timeout_s: int
+
+    def fold_folder(self, ws: NnUNetWorkspace) -> Path:
+        return ws.model_folder(self.dataset_id, self.configuration, self.schedule_name, self.arm.plans) / \
+            f"fold_{self.fold}"
+
+    def predictions_folder(self, ws: NnUNetWorkspace) -> Path:
+        return self.fold_folder(ws) / ("validation" if self.eval_set == "validation" else TEST_PREDICTIONS)
+
+
+def is_finished(spec: RunSpec, ws: NnUNetWorkspace) -> bool:
+    """Trained to the end and predicted: the markers nnU-Net itself leaves (checkpoint_final + summary.json)."""
+    return (spec.fold_folder(ws) / "checkpoint_final.pth").is_file() and \
+        (spec.predictions_folder(ws) / "summary.json").is_file()
+
+
+def execute_run(spec: RunSpec) -> dict:
+    """Train (or resume), predict and score one (arm, fold). The function each submitit job runs."""
+    from nnunet_ext.benchmark.evaluation import case_rows
+
+    ws = spec.folders.open()
+    folder = spec.fold_folder(ws)
+    device = ["-device", spec.device]
+    trained = (folder / "checkpoint_final.pth").is_file()
+    skipped = is_finished(spec, ws)
+    started = time.time()
+    if not skipped:
+        if not trained:
+            resume = ["--c"] if (folder / "checkpoint_latest.pth").is_file() else []
+            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *device, *resume,
+                     plans=spec.arm.plans, timeout=spec.timeout_s)
+        elif spec.eval_set == "validation":
+            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *device, "--val",
+                     plans=spec.arm.plans, timeout=spec.timeout_s)
+        if spec.eval_set == "test":
+            raw = ws.raw / ws.dataset_name(spec.dataset_id)
+            pred = spec.predictions_folder(ws)
+            ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred, *device,
+                       folds=(spec.fold,), plans=spec.arm.plans, timeout=spec.timeout_s)
+            ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
+    cases_file = folder / CASES_FILE
+    if skipped and cases_file.is_file():
+        rows = json.loads(cases_file.read_text())
+    else:
+        dataset_json = json.loads((ws.preprocessed / ws.dataset_name(spec.dataset_id) / "dataset.json").read_text())
+        rows = case_rows(spec.predictions_folder(ws) / "summary.json", dataset_json, spec.nsd_tolerance_mm)
+        cases_file.write_text(json.dumps(rows, indent=1))
+    return {"label": spec.arm.label, "fold": spec.fold, "skipped": skipped, "seconds": time.time() - started,
+            "cases": len({r["case"] for r in rows})}
+
+
+# -- fan-out ---------------------------------------------------------------------------------------------
+def make_executor(cfg: BenchmarkConfig, folder: Path):
+    """A submitit executor: LocalExecutor (real subprocesses), Slurm, or DebugExecutor (in-process)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cfg.executor)
+    gpus = 1 if cfg.device == "cuda" else 0
+    params = dict(timeout_min=int(cfg.timeout_min), name="nnunet-ext-benchmark", gpus_per_node=gpus)
+    if cfg.executor == "slurm":
+        params.update(cpus_per_task=int(cfg.cpus_per_run), tasks_per_node=1, nodes=1)
+        if cfg.mem_gb:
+            params["mem_gb"] = int(cfg.mem_gb)
+        for key in ("partition", "account", "qos"):
+            value = getattr(cfg, f"slurm_{key}")
+            if value:
+                params[f"slurm_{key}"] = value
+        if cfg.slurm_additional:
+            params["slurm_additional_parameters"] = dict(cfg.slurm_additional)
+    executor.update_parameters(**params)
+    return executor
+
+
+def default_parallel(cfg: BenchmarkConfig) -> int:
+    if cfg.max_parallel is not None:
+        if cfg.max_parallel < 1:
+            raise ValueError(f"max parallel runs must be >= 1, got {cfg.max_parallel}")
+        return int(cfg.max_parallel)
+    if cfg.executor == "slurm":
+        return 64
+    if cfg.device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.cpus_per_run))
+
+
+@dataclass
+class JobOutcome:
+    item: object
+    result: object = None
+    error: Optional[str] = None
+
+
+def submit_all(executor, fn: Callable, items: Sequence, max_parallel: int = 1,
+               gpu_slots: Optional[Sequence[int]] = None,
+               on_done: Optional[Callable[[JobOutcome], None]] = None) -> List[JobOutcome]:
+    """Run ``fn(item)`` for every item through ``executor``, at most ``max_parallel`` at a time.
+
+    On Slurm every job is submitted at once as an array (the scheduler throttles it with
+    ``slurm_array_parallelism``); locally, a new job starts when one finishes, and with ``gpu_slots`` each
+    running job gets its own GPU. A failing job is reported in its outcome and does not stop the others.
+    """
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+    items = list(items)
+    outcomes = [JobOutcome(item) for item in items]
+
+    def finish(index: int, job) -> None:
+        try:
+            outcomes[index].result = job.result()
+        except Exception as error:  # a failed job: keep its message for the report
+            outcomes[index].error = f"{type(error).__name__}: {error}"
+        if on_done is not None:
+            on_done(outcomes[index])
+
+    if getattr(executor, "cluster", None) == "slurm":
+        executor.update_parameters(slurm_array_parallelism=max_parallel)
+        with executor.batch():
+            jobs = [executor.submit(fn, item) for item in items]
+        for index, job in enumerate(jobs):
+            finish(index, job)
+        return outcomes
+
+    free_slots = list(gpu_slots) if gpu_slots else [None] * max_parallel
+    free_slots = free_slots[:max_parallel]
+    running = []  # (index, job, slot)
+    pending = list(range(len(items)))
+    while pending or running:
+        while pending and free_slots:
+            slot = free_slots.pop(0)
+            if slot is not None:
+                executor.update_parameters(visible_gpus=[slot])
+            index = pending.pop(0)
+            running.append((index, executor.submit(fn, items[index]), slot))
+        still = []
+        for index, job, slot in running:
+            if job.done():
+                finish(index, job)
+                free_slots.append(slot)
+            else:
+                still.append((index, job, slot))
+        if len(still) == len(running) and running:
+            time.sleep(1.0)
+        running = still
+    return outcomes
+
+
+# -- the whole benchmark -----------------------------------------------------------------------------
+def prepare_workspace(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> WorkspaceFolders:
+    """Generate (if asked), plan and preprocess once; later invocations find the folders and skip it."""
+    if cfg.use_environment_folders:
+        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
+        if missing:
+            raise ValueError(f"an existing dataset needs the nnU-Net environment variables; {', '.join(missing)} "
+                             "not set (or pass --generate)")
+        folders = WorkspaceFolders(os.environ["nnUNet_raw"], os.environ["nnUNet_preprocessed"],
+                                   os.environ["nnUNet_results"], _da_processes(cfg))
+    else:
+        root = (Path(cfg.workdir) / "nnunet").resolve()
+        folders = WorkspaceFolders(str(root / "nnUNet_raw"), str(root / "nnUNet_preprocessed"),
+                                   str(root / "nnUNet_results"), _da_processes(cfg))
+        for f in (folders.raw, folders.preprocessed, folders.results):
+            Path(f).mkdir(parents=True, exist_ok=True)
+    ws = folders.open()
+    if cfg.generate and not list(Path(folders.raw).glob(f"Dataset{cfg.dataset_id:03d}_*")):
+        log(f"generating Dataset{cfg.dataset_id:03d}_{cfg.dataset_name}: {cfg.num_train_cases} training + "
+            f"{cfg.num_test_cases} test cases of {tuple(cfg.shape)}")
+        ws.generate(cfg.dataset_id, name=cfg.dataset_name, num_cases=cfg.num_train_cases, shape=tuple(cfg.shape),
+                    spacing=tuple(cfg.spacing), num_test_cases=cfg.num_test_cases, seed=cfg.seed)
+    try:
+        name = ws.dataset_name(cfg.dataset_id)
+    except FileNotFoundError as error:
+        raise ValueError(f"{error}; pass --generate to create a phantom dataset") from None
+    pre = Path(folders.preprocessed) / name
+    planner_env = {"nnUNet_n_proc_DA": str(max(1, folders.da_processes))}
+    if not _preprocessed(pre, DEFAULT_PLANS, cfg.configuration):
+        log(f"nnUNetv2_plan_and_preprocess -d {cfg.dataset_id} -c {cfg.configuration}")
+        ws.plan_and_preprocess(cfg.dataset_id, configurations=(cfg.configuration,))
+    if cfg.resenc:
+        planner, plans = RESENC_PRESETS[cfg.resenc]
+        if not (pre / f"{plans}.json").is_file():
+            log(f"nnUNetv2_plan_experiment -d {cfg.dataset_id} -pl {planner}")
+            ws.run("nnUNetv2_plan_experiment", "-d", cfg.dataset_id, "-pl", planner, env=planner_env)
+        if not _preprocessed(pre, plans, cfg.configuration):
+            log(f"nnUNetv2_preprocess -d {cfg.dataset_id} -plans_name {plans} -c {cfg.configuration}")
+            ws.run("nnUNetv2_preprocess", "-d", cfg.dataset_id, "-plans_name", plans, "-c", cfg.configuration,
+                   "-np", 1, env=planner_env)
+    return folders
+
+
+def _da_processes(cfg: BenchmarkConfig) -> int:
+    if cfg.da_processes is not None:
+        return int(cfg.da_processes)
+    return 0 if cfg.device == "cpu" else 12
+
+
+def _preprocessed(folder: Path, plans: str, configuration: str) -> bool:
+    plans_file = folder / f"{plans}.json"
+    if not plans_file.is_file():
+        return False
+    configurations = json.loads(plans_file.read_text())["configurations"]
+    if configuration not in configurations:
+        raise ValueError(f"configuration {configuration!r} is not planned in {plans_file} "
+                         f"(available: {sorted(configurations)})")
+    identifier = configurations[configuration].get("data_identifier", f"{plans}_{configuration}")
+    data = folder / identifier
+    return data.is_dir() and any(data.iterdir())
+
+
+def resolve_eval_set(cfg: BenchmarkConfig, folders: WorkspaceFolders) -> str:
+    ws = folders.open()
+    raw = Path(folders.raw) / ws.dataset_name(cfg.dataset_id)
+    has_test = (raw / "imagesTs").is_dir() and (raw / "labelsTs").is_dir() and any((raw / "labelsTs").iterdir())
+    if cfg.eval_set == "test" and not has_test:
+        raise ValueError(f"--eval-set test needs {raw}/imagesTs and labelsTs with ground truth")
+    if cfg.eval_set == "auto":
+        return "test" if has_test else "validation"
+    return cfg.eval_set
+
+
+def plan_runs(cfg: BenchmarkConfig, folders: WorkspaceFolders, eval_set: str) -> List[RunSpec]:
+    name = lambda trainer: short_schedule_name(trainer, cfg.epochs, cfg.iterations, cfg.val_iterations)  # noqa: E731
+    return [RunSpec(arm, fold, name(arm.trainer), int(cfg.dataset_id), cfg.configuration, eval_set, cfg.device,
+                    folders, float(cfg.nsd_tolerance_mm), int(cfg.timeout_min) * 60)
+            for arm in cfg.arms() for fold in cfg.folds]
+
+
+@dataclass(frozen=True)
+class CostJob:
+    specs: tuple
+    device: str
+    repeats: int
+    threads: int
+    cases: int
+    output: str
+
+
+def measure_costs(job: CostJob) -> Dict[str, dict]:
+    """Cost of every arm, one fresh subprocess after another in the same job: the numbers are comparable."""
+    from nnunet_ext.benchmark.cost import CostRequest, measure_in_subprocess
+
+    out = {}
+    for spec in job.specs:
+        ws = spec.folders.open()
+        name = ws.dataset_name(spec.dataset_id)
+        case_images = _case_images(spec, ws, job.cases)
+        request = CostRequest(str(ws.preprocessed / name), spec.arm.plans, spec.configuration, spec.schedule_name,
+                              device=job.device, repeats=job.repeats, threads=job.threads,
+                              model_folder=str(spec.fold_folder(ws).parent), fold=spec.fold,
+                              case_images=case_images)
+        out[spec.arm.label] = asdict(measure_in_subprocess(request, env=ws.env))
+    Path(job.output).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _case_images(spec: RunSpec, ws: NnUNetWorkspace, limit: int) -> List[List[str]]:
+    """Image files of the first ``limit`` evaluated cases (the predictor times these)."""
+    cases_file = spec.fold_folder(ws) / CASES_FILE
+    if limit < 1 or not cases_file.is_file():
+        return []
+    raw = ws.raw / ws.dataset_name(spec.dataset_id)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending, channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
+    images = raw / ("imagesTs" if spec.eval_set == "test" else "imagesTr")
+    cases = sorted({r["case"] for r in json.loads(cases_file.read_text())})[:limit]
+    return [[str(images / f"{case}_{c:04d}{ending}") for c in range(channels)] for case in cases]
+
+
+def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Path:
+    """Prepare, train every (arm, fold) not finished yet, measure cost, write the report; returns report.md."""
+    from nnunet_ext.benchmark.report import write_report
+
+    cfg.validate()
+    workdir = Path(cfg.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    arms = cfg.arms()
+    folders = prepare_workspace(cfg, log)
+    eval_set = resolve_eval_set(cfg, folders)
+    specs = plan_runs(cfg, folders, eval_set)
+    ws = folders.open()
+    todo = [s for s in specs if not is_finished(s, ws)]
+    log(f"{len(specs)} runs ({len(arms)} trainers x {len(cfg.folds)} folds), {len(specs) - len(todo)} already "
+        f"finished; evaluating on the {eval_set} cases")
+    executor = make_executor(cfg, workdir / "submitit")
+    parallel = default_parallel(cfg)
+    gpu_slots = None
+    if cfg.executor == "local" and cfg.device == "cuda":
+        gpu_slots = list(range(parallel))
+
+    def report_done(outcome: JobOutcome) -> None:
+        s = outcome.item
+        status = "FAILED: " + outcome.error.splitlines()[0] if outcome.error else \
+            f"{'already finished' if outcome.result['skipped'] else 'done'} ({outcome.result['cases']} cases)"
+        log(f"  {s.arm.label} fold {s.fold}: {status}")
+
+    log(f"submitting {len(specs)} runs through submitit ({cfg.executor}, {parallel} at a time)")
+    outcomes = submit_all(executor, execute_run, specs, parallel, gpu_slots, on_done=report_done)
+    failures = {f"{o.item.arm.label} fold {o.item.fold}": o.error for o in outcomes if o.error}
+
+    log("measuring cost, one fresh process per trainer, all in one job")
+    first_fold = {}
+    for s in specs:
+        if s.arm.label not in first_fold and not any(
+                o.error for o in outcomes if o.item.arm == s.arm and o.item.fold == s.fold):
+            first_fold[s.arm.label] = s
+    cost_job = CostJob(tuple(first_fold.values()), cfg.device, cfg.cost_repeats, cfg.cost_threads, cfg.cost_cases,
+                       str(workdir / "cost.json"))
+    [cost_outcome] = submit_all(executor, measure_costs, [cost_job], 1, gpu_slots[:1] if gpu_slots else None)
+    costs = cost_outcome.result or {}
+    if cost_outcome.error:
+        failures["cost measurement"] = cost_outcome.error
+
+    report = write_report(cfg, specs, folders, costs, failures, workdir / "report")
+    log(f"report: {report}")
+    return report
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return "nnunet-ext benchmark " + shlex.join(list(argv))
+
+
+def training_timing(spec: RunSpec, ws: NnUNetWorkspace) -> Optional[dict]:
+    path = spec.fold_folder(ws) / TIMING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+__all__ = ["Arm", "BenchmarkConfig", "RunSpec", "WorkspaceFolders", "JobOutcome", "CostJob", "VANILLA",
+           "DEFAULT_PLANS", "RESENC_PRESETS", "is_finished", "execute_run", "make_executor", "submit_all",
+           "prepare_workspace", "plan_runs", "measure_costs", "run_benchmark", "CommandFailed"]

@@ -1,0 +1,115 @@
+"""`nnunet-ext benchmark`: every trainer against vanilla nnU-Net under one protocol; accuracy, statistics and cost."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _fold(text: str):
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"fold must be an integer or 'all', got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"fold must be >= 0, got {value}")
+    return value
+
+
+def _key_value(text: str):
+    if "=" not in text:
+        raise ValueError(f"--slurm-extra takes KEY=VALUE, got {text!r}")
+    return tuple(text.split("=", 1))
+
+
+def add_parser(subparsers):
+    from nnunet_ext.benchmark.ablations import ABLATIONS
+    from nnunet_ext.benchmark.runner import EVAL_SETS, EXECUTORS, RESENC_PRESETS, BenchmarkConfig
+
+    d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
+    p = subparsers.add_parser("benchmark", help="train trainers and vanilla nnU-Net on the same folds; compare accuracy "
+                                                "and cost with paired statistics", description=__doc__)
+    g = p.add_argument_group("what to compare")
+    g.add_argument("-d", "--dataset", type=int, required=True, help="nnU-Net dataset id (existing, or --generate it)")
+    g.add_argument("-c", "--configuration", default=None, help="nnU-Net configuration (default 3d_fullres, or the "
+                                                                   "ablation's own)")
+    g.add_argument("-tr", "--trainers", nargs="*", default=[],
+                   help="trainers to compare; nnUNetTrainer is always included")
+    g.add_argument("--ablation", choices=sorted(ABLATIONS), help="add a preset matrix of trainers and its table")
+    g.add_argument("--resenc", choices=sorted(RESENC_PRESETS),
+                   help="also train nnUNetTrainer on nnU-Net's ResEnc preset plans (memory-matched baseline)")
+    g.add_argument("-f", "--folds", nargs="+", type=_fold, default=[0])
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--iterations", type=int, default=d.iterations, help="training iterations per epoch")
+    g.add_argument("--val-iterations", type=int, default=d.val_iterations)
+    g.add_argument("--eval-set", choices=EVAL_SETS, default=d.eval_set,
+                   help="auto: the held-out test set (imagesTs + labelsTs) when there is one, else validation")
+    g.add_argument("--device", default=d.device, choices=("cpu", "cuda", "mps"))
+    g.add_argument("--workdir", type=Path, default=d.workdir, help="report, cost and submitit logs go here")
+    g.add_argument("--use-env-folders", action="store_true",
+                   help="use nnUNet_raw/_preprocessed/_results from the environment (default for an existing "
+                        "dataset; --generate uses a private workspace under --workdir)")
+    gen = p.add_argument_group("generated phantom dataset")
+    gen.add_argument("--generate", action="store_true", help="generate a phantom dataset with this id")
+    gen.add_argument("--cases", type=int, default=d.num_train_cases)
+    gen.add_argument("--test-cases", type=int, default=d.num_test_cases)
+    gen.add_argument("--shape", type=int, nargs="+", default=list(d.shape), help="z y x voxels")
+    gen.add_argument("--spacing", type=float, nargs="+", default=list(d.spacing))
+    gen.add_argument("--seed", type=int, default=d.seed)
+    run = p.add_argument_group("fan-out (submitit)")
+    run.add_argument("--executor", choices=EXECUTORS, default=d.executor,
+                     help="local: subprocesses on this machine; slurm: a job array; debug: in this process")
+    run.add_argument("--max-parallel", type=int, default=None,
+                     help="runs at once (default: GPUs, or CPU cores // --cpus-per-run)")
+    run.add_argument("--cpus-per-run", type=int, default=d.cpus_per_run)
+    run.add_argument("--da-processes", type=int, default=None, help="nnUNet_n_proc_DA (default 0 on CPU, 12 on GPU)")
+    run.add_argument("--timeout-min", type=int, default=d.timeout_min)
+    run.add_argument("--slurm-partition")
+    run.add_argument("--slurm-account")
+    run.add_argument("--slurm-qos")
+    run.add_argument("--mem-gb", type=int)
+    run.add_argument("--slurm-extra", type=_key_value, nargs="*", default=[],
+                     help="more sbatch options as KEY=VALUE (e.g. constraint=a100)")
+    cost = p.add_argument_group("cost measurement")
+    cost.add_argument("--cost-repeats", type=int, default=d.cost_repeats)
+    cost.add_argument("--cost-cases", type=int, default=d.cost_cases, help="cases the predictor is timed on")
+    cost.add_argument("--cost-threads", type=int, default=d.cost_threads)
+    cost.add_argument("--nsd-tolerance", type=float, default=d.nsd_tolerance_mm, help="NSD tolerance in mm")
+    cost.add_argument("--overlay-cases", type=int, default=d.plots_overlay_cases)
+    p.set_defaults(func=run_command)
+
+
+def config_from_args(args, argv=None):
+    from nnunet_ext.benchmark.ablations import get_ablation
+    from nnunet_ext.benchmark.runner import BenchmarkConfig, command_line
+
+    trainers = list(args.trainers)
+    configuration = args.configuration
+    if args.ablation:
+        ablation = get_ablation(args.ablation)
+        trainers = ablation.trainers() + [t for t in trainers if t not in ablation.trainers()]
+        configuration = configuration or ablation.configuration
+    if args.executor == "slurm" and not args.slurm_partition:
+        print("note: no --slurm-partition given; Slurm uses its default partition", file=sys.stderr)
+    return BenchmarkConfig(
+        workdir=args.workdir, dataset_id=args.dataset, configuration=configuration or "3d_fullres",
+        trainers=tuple(trainers), folds=tuple(args.folds), epochs=args.epochs, iterations=args.iterations,
+        val_iterations=args.val_iterations, resenc=args.resenc, eval_set=args.eval_set, device=args.device,
+        generate=args.generate, num_train_cases=args.cases, num_test_cases=args.test_cases, shape=tuple(args.shape),
+        spacing=tuple(args.spacing), seed=args.seed,
+        use_environment_folders=args.use_env_folders or not args.generate, da_processes=args.da_processes,
+        executor=args.executor, max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
+        timeout_min=args.timeout_min, slurm_partition=args.slurm_partition, slurm_account=args.slurm_account,
+        slurm_qos=args.slurm_qos, mem_gb=args.mem_gb, slurm_additional=dict(args.slurm_extra),
+        cost_repeats=args.cost_repeats, cost_cases=args.cost_cases, cost_threads=args.cost_threads,
+        nsd_tolerance_mm=args.nsd_tolerance, ablation=args.ablation, plots_overlay_cases=args.overlay_cases,
+        command_line=command_line(sys.argv[2:] if argv is None else argv))
+
+
+def run_command(args):
+    from nnunet_ext.benchmark.runner import run_benchmark
+
+    report = run_benchmark(config_from_args(args))
+    print(report.read_text())
+    return 0
