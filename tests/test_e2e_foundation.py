@@ -123,3 +123,24 @@ def test_vanilla_network_with_dwd_and_rss(ws, tmp_path):
     fold = ws.model_folder(DATASET, "3d_fullres", "nnUNetTrainerDWDRSS_test") / "fold_1"
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("encoder.stages") for k in checkpoint["network_weights"])
+
+
+def test_unet3plus_trainer_2d(ws, tmp_path):
+    """The 3D UNet 3+ baseline trainers run on a 2d configuration too (conv op from the plans)."""
+    ws.train(DATASET, "2d", 1, "UNet3PlusDWDRSSTrainer_test")
+    raw = ws.raw / ws.dataset_name(DATASET)
+    ws.predict(DATASET, "2d", "UNet3PlusDWDRSSTrainer_test", raw / "imagesTs", tmp_path / "pred", folds=(1,))
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
+
+
+def test_architecture_plans_train_and_predict(ws, tmp_path):
+    """`nnunet-ext plans` writes nnUNetPlans_ESUNet.json on the same preprocessed data; -p uses it."""
+    ws.run("nnunet-ext", "plans", "-d", DATASET, "-a", "ESUNet", "-c", "2d", "--memory-gb", "8")
+    plans = json.loads((ws.preprocessed / ws.dataset_name(DATASET) / "nnUNetPlans_ESUNet.json").read_text())
+    assert plans["configurations"]["2d"]["architecture"]["network_class_name"] == \
+        "nnunet_ext_architectures.es_unet.ESUNet"
+    assert plans["configurations"]["2d"]["data_identifier"] == "nnUNetPlans_2d"
+    ws.train(DATASET, "2d", 2, TRAINER, plans="nnUNetPlans_ESUNet")
+    raw = ws.raw / ws.dataset_name(DATASET)
+    ws.predict(DATASET, "2d", TRAINER, raw / "imagesTs", tmp_path / "pred", folds=(2,), plans="nnUNetPlans_ESUNet")
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
