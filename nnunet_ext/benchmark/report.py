@@ -284,7 +284,10 @@ def plot_learning_curves(curves: Dict[str, dict], path: Path) -> Optional[Path]:
         axes[0].plot(epochs, c["train_losses"], "-o", ms=3, color=color, label=t)
         axes[1].plot(np.arange(len(c["val_losses"])), c["val_losses"], "-o", ms=3, color=color, label=t)
         axes[2].plot(np.arange(len(c["mean_fg_dice"])), c["mean_fg_dice"], "-o", ms=3, color=color, label=t)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, title in zip(axes, ("train loss", "validation loss", "pseudo Dice (nnU-Net, per epoch)")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -349,8 +352,14 @@ def plot_overlays(rows, labels, specs, folders, n_cases: int, out_dir: Path) -> 
                 ax.contour(gt[z] == label, levels=[0.5], colors="white", linewidths=0.8)
             d = scores(rows, t, MEAN_CLASS, "dice").get((fold, case), math.nan)
             ax.set_title(f"{t}\nDice {_f(d)}", fontsize=8)
+        from matplotlib.patches import Patch
+
+        names = {int(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v > 0}
+        handles = [Patch(color=colors(v), label=n) for v, n in sorted(names.items()) if v < 6]
+        axes[0].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+                       fontsize=7, frameon=False)
         fig.suptitle("prediction (colour) vs ground truth (white contour)", fontsize=9)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
         path = out_dir / f"overlay_{case}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -370,7 +379,8 @@ def write_cases_csv(rows: List[dict], path: Path) -> Path:
 
 def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: WorkspaceFolders, costs: Dict[str, dict],
                  failures: Dict[str, str], out_dir: Path) -> Path:
-    import nnunetv2
+    from importlib.metadata import version
+
     import torch
 
     out_dir = Path(out_dir)
@@ -388,11 +398,11 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
              "## Protocol", "",
              f"- dataset: {dataset}; configuration {cfg.configuration}; folds {', '.join(map(str, cfg.folds))} "
              f"(nnU-Net's splits_final.json); evaluated on the **{specs[0].eval_set if specs else '?'}** cases",
-             f"- schedule: every trainer {cfg.epochs} epochs x {cfg.iterations} iterations "
+             f"- schedule: every trainer {cfg.epochs} epoch(s) x {cfg.iterations} iterations "
              f"(val {cfg.val_iterations}), i.e. `<Trainer>_ep{schedule}`; from scratch; same plans "
              f"(`nnUNetPlans`) for every trainer except a ResEnc arm",
              f"- trainers: {', '.join(labels)}",
-             f"- device: {cfg.device}; nnU-Net {getattr(nnunetv2, '__version__', '2.x')}, torch {torch.__version__}, "
+             f"- device: {cfg.device}; nnU-Net {version('nnunetv2')}, torch {torch.__version__}, "
              f"Python {platform.python_version()}; written {time.strftime('%Y-%m-%d %H:%M')}",
              f"- NSD tolerance {cfg.nsd_tolerance_mm} mm; Dice/IoU from nnU-Net's evaluator (NaN when a class is "
              "absent from both masks; such cases drop out of that class's mean)", ""]
