@@ -1,0 +1,65 @@
+"""Test-only loss-schedule trainers: 4 epochs x 1 iteration, a checkpoint every epoch, and an
+on-purpose interruption (env NNUNET_EXT_TEST_STOP_AT_EPOCH=k stops once epochs 0..k-1 are done)
+so that ``nnUNetv2_train --c`` can be tested. The final validation (nnU-Net's sliding-window predictor
+over the validation cases, minutes on a shared CPU) is skipped: the tests run nnUNetv2_predict instead."""
+import os
+
+import torch
+
+from nnunet_ext.losses.schedules import DecayingDeepSupervisionSchedule
+from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, DynamicLossSchedule
+from nnunet_ext_trainers.elanres_trainers import ELANResMSCAUNetPaperLossTrainer
+from nnunet_ext_trainers.loss_schedule_trainers import (nnUNetTrainerDecayingDS, nnUNetTrainerDynamicLoss,
+                                                        nnUNetTrainerELANResLoss, nnUNetTrainerPhaseLoss)
+
+STOP_ENV = "NNUNET_EXT_TEST_STOP_AT_EPOCH"
+# one decay per epoch, so four epochs show four different deep-supervision weights
+EVERY_EPOCH = DecayingDeepSupervisionSchedule(period_epochs=1)
+
+
+class _Short4:
+    """Four epochs (two per phase) of one iteration, one validation iteration, a checkpoint every epoch."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 4
+        self.num_iterations_per_epoch = 1
+        self.num_val_iterations_per_epoch = 1
+        self.save_every = 1
+
+    def on_epoch_end(self):
+        super().on_epoch_end()  # saves checkpoint_latest, then counts the epoch
+        stop = os.environ.get(STOP_ENV)
+        if stop is not None and self.current_epoch == int(stop):
+            raise RuntimeError(f"test: training interrupted on purpose before epoch {self.current_epoch}")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("final validation skipped (test trainer)")
+
+
+class nnUNetTrainerPhaseLoss_test(_Short4, nnUNetTrainerPhaseLoss):
+    pass
+
+
+class nnUNetTrainerDynamicLoss_test(_Short4, nnUNetTrainerDynamicLoss):
+    pass
+
+
+class nnUNetTrainerELANResLoss_test(_Short4, nnUNetTrainerELANResLoss):
+    pass
+
+
+class nnUNetTrainerDecayingDS_test(_Short4, nnUNetTrainerDecayingDS):
+    deep_supervision_schedule = EVERY_EPOCH
+
+
+class nnUNetTrainerDynamicLossDecayingDS_test(_Short4, DecayingDeepSupervision, DynamicLossSchedule, ExtTrainer):
+    """Both kinds of schedule in one run, for the resume test."""
+
+    deep_supervision_schedule = EVERY_EPOCH
+
+
+class ELANResMSCAUNetPaperLossTrainer_test(_Short4, ELANResMSCAUNetPaperLossTrainer):
+    deep_supervision_schedule = EVERY_EPOCH
