@@ -93,6 +93,7 @@ class BenchmarkConfig:
     nsd_tolerance_mm: float = 1.0
     ablation: Optional[str] = None
     plots_overlay_cases: int = 3
+    report_dir: Optional[Path] = None         # default: workdir/report
     command_line: str = ""
 
     def arms(self) -> List[Arm]:
@@ -467,7 +468,8 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     if cost_outcome.error:
         failures["cost measurement"] = cost_outcome.error
 
-    report = write_report(cfg, specs, folders, costs, failures, workdir / "report")
+    report_dir = Path(cfg.report_dir) if cfg.report_dir else workdir / "report"
+    report = write_report(cfg, specs, folders, costs, failures, report_dir)
     log(f"report: {report}")
     return report
 

@@ -47,6 +47,7 @@ def add_parser(subparsers):
                    help="auto: the held-out test set (imagesTs + labelsTs) when there is one, else validation")
     g.add_argument("--device", default=d.device, choices=("cpu", "cuda", "mps"))
     g.add_argument("--workdir", type=Path, default=d.workdir, help="report, cost and submitit logs go here")
+    g.add_argument("--report-dir", type=Path, default=None, help="where the report goes (default: WORKDIR/report)")
     g.add_argument("--use-env-folders", action="store_true",
                    help="use nnUNet_raw/_preprocessed/_results from the environment (default for an existing "
                         "dataset; --generate uses a private workspace under --workdir)")
@@ -104,6 +105,7 @@ def config_from_args(args, argv=None):
         slurm_qos=args.slurm_qos, mem_gb=args.mem_gb, slurm_additional=dict(args.slurm_extra),
         cost_repeats=args.cost_repeats, cost_cases=args.cost_cases, cost_threads=args.cost_threads,
         nsd_tolerance_mm=args.nsd_tolerance, ablation=args.ablation, plots_overlay_cases=args.overlay_cases,
+        report_dir=args.report_dir,
         command_line=command_line(sys.argv[2:] if argv is None else argv))
 
 
