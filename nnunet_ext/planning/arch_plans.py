@@ -99,6 +99,10 @@ PLANNABLE: Dict[str, ArchitecturePlan] = {
     "StageSkippingSegmentor": ArchitecturePlan(
         "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor",
         "nnunet_ext_architectures.stage_skipping_segmentor:stage_skipping_kwargs_from_configuration"),
+    "DLKUNet": ArchitecturePlan("nnunet_ext_architectures.dlkunet.DLKUNet",
+                                "nnunet_ext_architectures.dlkunet:dlkunet_kwargs_from_configuration"),
+    "ELANResMSCAUNet": ArchitecturePlan("nnunet_ext_architectures.elanres_msca_unet.ELANResMSCAUNet",
+                                        "nnunet_ext_architectures.elanres_msca_unet:elanres_kwargs_from_configuration"),
 }
 
 
