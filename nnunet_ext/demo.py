@@ -72,29 +72,19 @@ def count_parameters(workspace: NnUNetWorkspace, dataset_id: int, configuration:
     """Parameters of the network the trainer builds for these plans (the inference form)."""
     import os
 
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunet_ext.benchmark.cost import load_trainer_context
 
-    folder = workspace.preprocessed / workspace.dataset_name(dataset_id)
-    plans_manager = PlansManager(load_json(str(folder / f"{plans}.json")))
-    dataset_json = load_json(str(folder / "dataset.json"))
-    configuration_manager = plans_manager.get_configuration(configuration)
-    label_manager = plans_manager.get_label_manager(dataset_json)
     old = os.environ.get("nnUNet_extTrainer")
     os.environ["nnUNet_extTrainer"] = workspace.env["nnUNet_extTrainer"]
     try:
-        trainer_class = recursive_find_trainer_class_by_name(trainer)
+        trainer_class, plans_manager, configuration_manager, n_in, n_out = load_trainer_context(
+            workspace.preprocessed / workspace.dataset_name(dataset_id), plans, configuration, trainer)
     finally:
         if old is None:
             os.environ.pop("nnUNet_extTrainer")
         else:
             os.environ["nnUNet_extTrainer"] = old
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-
-    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-    network = trainer_class.build_network_architecture(plans_manager, configuration_manager, n_in,
-                                                       label_manager.num_segmentation_heads, False)
+    network = trainer_class.build_network_architecture(plans_manager, configuration_manager, n_in, n_out, False)
     return sum(p.numel() for p in network.parameters())
 
 
