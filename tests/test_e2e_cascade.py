@@ -84,7 +84,7 @@ def test_stage1_without_foreground_gives_empty_prediction_and_warning(ws, cascad
     with pytest.warns(UserWarning, match="found no region"):
         result = predict_cascade(ws, images, tmp_path / "pred", NnUNetModel(CASCADE, CONFIG, TRAINER),
                                  stage1=NnUNetModel(SOURCE, CONFIG, TRAINER), stage1_predictions=stage1)
-    assert result.empty_cases == [empty_case]
+    assert empty_case in result.empty_cases and result.boxes[empty_case] is None
     assert not sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / f"{empty_case}.nii.gz"))).any()
 
 
