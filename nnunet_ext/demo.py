@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -97,7 +98,9 @@ def mean_metrics(gt_dir: Path, pred_dir: Path, dataset_json: dict) -> Dict[str, 
         per_case.append(case_metrics(gt, pred, classes, spacing))
     if not per_case:
         raise FileNotFoundError(f"no ground-truth segmentations in {gt_dir}")
-    return {c: {m: float(np.nanmean([case[c][m] for case in per_case])) for m in per_case[0][c]} for c in classes}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (e.g. HD95 with no lesion found): reported as n/a
+        return {c: {m: float(np.nanmean([case[c][m] for case in per_case])) for m in per_case[0][c]} for c in classes}
 
 
 def run_demo(cfg: DemoConfig) -> Path:
