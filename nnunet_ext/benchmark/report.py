@@ -359,7 +359,7 @@ def plot_overlays(rows, labels, specs, folders, n_cases: int, out_dir: Path) -> 
         axes[0].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
                        fontsize=7, frameon=False)
         fig.suptitle("prediction (colour) vs ground truth (white contour)", fontsize=9)
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.tight_layout(rect=(0, 0.06, 1, 0.93))
         path = out_dir / f"overlay_{case}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
