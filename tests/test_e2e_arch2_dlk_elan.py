@@ -55,12 +55,14 @@ def test_train_predict_evaluate(ws, tmp_path, trainer, configuration, deep_super
     assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
 
 
-def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws):
+def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws, monkeypatch):
     trainer = "ELANResMSCAUNetTrainer_test"
     fold = ws.model_folder(DATASET, "3d_fullres", trainer) / "fold_0"
     if not (fold / "checkpoint_final.pth").exists():
         ws.train(DATASET, "3d_fullres", 0, trainer)
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    monkeypatch.setenv("nnUNet_extTrainer", ws.env["nnUNet_extTrainer"])  # how the predictor finds our trainers
 
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
@@ -73,4 +75,7 @@ def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws):
     assert all(m._fused_cache is not None for m in network.rep_convs())  # eval ran the single convolutions
     network.set_fused_inference(False)
     branches = predictor.predict_sliding_window_return_logits(x)
-    assert (fused - branches).abs().max().item() < 1e-4
+    # after training the logits on random input reach ~1e3, where float32 spacing alone is ~1e-4: compare
+    # relative to their magnitude (the absolute 1e-4 check on unit-scale outputs is in tests/test_elanres.py)
+    scale = max(1.0, branches.abs().max().item())
+    assert (fused - branches).abs().max().item() < 1e-5 * scale, (fused - branches).abs().max().item()
