@@ -75,7 +75,9 @@ def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws, monkeypatc
     assert all(m._fused_cache is not None for m in network.rep_convs())  # eval ran the single convolutions
     network.set_fused_inference(False)
     branches = predictor.predict_sliding_window_return_logits(x)
-    # after training the logits on random input reach ~1e3, where float32 spacing alone is ~1e-4: compare
-    # relative to their magnitude (the absolute 1e-4 check on unit-scale outputs is in tests/test_elanres.py)
-    scale = max(1.0, branches.abs().max().item())
-    assert (fused - branches).abs().max().item() < 1e-5 * scale, (fused - branches).abs().max().item()
+    # nnU-Net accumulates sliding-window logits in float16: agreement is up to that rounding (one ulp
+    # at the logits' scale); the float32 check at 1e-4 is in tests/test_elanres.py
+    assert fused.dtype == branches.dtype
+    scale = max(1.0, branches.float().abs().max().item())
+    tolerance = max(1e-4, torch.finfo(fused.dtype).eps * scale)
+    assert (fused.float() - branches.float()).abs().max().item() <= tolerance
