@@ -113,16 +113,22 @@ def probe_shapes(divisor: Sequence[int]) -> Tuple[Tuple[int, ...], Tuple[int, ..
     return tuple(a), tuple(b)
 
 
+PROBE_BATCH = 2
+
+
 def fit_activation_model(network: nn.Module, input_channels: int, divisor: Sequence[int],
                          loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> ActivationModel:
-    """Measure saved-tensor bytes at two probe sizes (batch 1) and fit ``intercept + per_voxel * voxels``."""
+    """Measure saved-tensor bytes per sample at two probe sizes and fit ``intercept + per_voxel * voxels``.
+
+    The probe runs a batch of 2 (and halves the bytes): networks with batch norm after global pooling
+    (STS-Net's ASPP) refuse a single sample in training mode."""
     if len(divisor) < 2:
         raise ValueError(f"need a 2D or 3D network, got a divisor with {len(divisor)} axis")
     probes = []
     for shape in probe_shapes(divisor):
-        x = torch.zeros((1, input_channels, *shape))
+        x = torch.zeros((PROBE_BATCH, input_channels, *shape))
         try:
-            probes.append((shape, saved_tensor_bytes(network, x, loss_fn)))
+            probes.append((shape, saved_tensor_bytes(network, x, loss_fn) // PROBE_BATCH))
         except Exception as error:  # a network that cannot run the probe must say so here, not deep in torch
             raise RuntimeError(f"memory probe: {type(network).__name__} failed on an input of shape "
                                f"{tuple(x.shape)} (divisor {tuple(divisor)}): {error}") from error
