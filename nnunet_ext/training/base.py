@@ -11,6 +11,9 @@ Hooks (override in mixins, always call ``super()`` where it makes sense):
 - ``build_network_architecture(...)``: nnU-Net's own static hook (>= 2.7 signature).
 - ``get_training_transforms(...)``: nnU-Net's own hook; mixins override it as a classmethod.
 - ``configure_optimizers()``: nnU-Net's own hook.
+- ``build_training_dataloader(...)`` / ``build_validation_dataloader(...)``: the data loaders that
+  ``get_dataloaders`` (nnU-Net 2.8's, otherwise unchanged) wraps in its augmenters; a sampling mixin
+  overrides only these, so it composes with mixins changing transforms or patch size.
 """
 from __future__ import annotations
 
@@ -18,10 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 
 def nnunet_deep_supervision_weights(n_outputs: int, is_ddp: bool, compiled: bool) -> np.ndarray:
@@ -57,3 +66,55 @@ class ExtTrainer(nnUNetTrainer):
         if self.enable_deep_supervision:
             loss = DeepSupervisionWrapper(loss, self.deep_supervision_weights())
         return loss
+
+    def build_training_dataloader(self, dataset_tr, initial_patch_size, transforms: BasicTransform) -> nnUNetDataLoader:
+        """nnU-Net's training loader (oversized crops of ``initial_patch_size``); override to change sampling."""
+        return nnUNetDataLoader(dataset_tr, self.batch_size, initial_patch_size, self.configuration_manager.patch_size,
+                                self.label_manager, oversample_foreground_percent=self.oversample_foreground_percent,
+                                sampling_probabilities=None, pad_sides=None, transforms=transforms,
+                                probabilistic_oversampling=self.probabilistic_oversampling)
+
+    def build_validation_dataloader(self, dataset_val, transforms: BasicTransform) -> nnUNetDataLoader:
+        """nnU-Net's validation loader (patch-sized crops)."""
+        patch_size = self.configuration_manager.patch_size
+        return nnUNetDataLoader(dataset_val, self.batch_size, patch_size, patch_size, self.label_manager,
+                                oversample_foreground_percent=self.oversample_foreground_percent,
+                                sampling_probabilities=None, pad_sides=None, transforms=transforms,
+                                probabilistic_oversampling=self.probabilistic_oversampling)
+
+    def get_dataloaders(self):
+        """nnU-Net 2.8's get_dataloaders with the two loaders built by the hooks above."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        deep_supervision_scales = self._get_deep_supervision_scales()
+        rotation_for_DA, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        lm = self.label_manager
+        regions = lm.foreground_regions if lm.has_regions else None
+        tr_transforms = self.get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
+            foreground_labels=lm.foreground_labels, regions=regions, ignore_label=lm.ignore_label)
+        val_transforms = self.get_validation_transforms(deep_supervision_scales, is_cascaded=self.is_cascaded,
+                                                        foreground_labels=lm.foreground_labels, regions=regions,
+                                                        ignore_label=lm.ignore_label)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        dl_tr = self.build_training_dataloader(dataset_tr, initial_patch_size, tr_transforms)
+        dl_val = self.build_validation_dataloader(dataset_val, val_transforms)
+        allowed_num_processes = get_allowed_n_proc_DA()
+        if allowed_num_processes == 0:
+            mt_gen_train, mt_gen_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        else:
+            pin = self.device.type == 'cuda'
+            mt_gen_train = NonDetMultiThreadedAugmenter(data_loader=dl_tr, transform=None,
+                                                        num_processes=allowed_num_processes,
+                                                        num_cached=max(6, allowed_num_processes // 2), seeds=None,
+                                                        pin_memory=pin, wait_time=0.002)
+            mt_gen_val = NonDetMultiThreadedAugmenter(data_loader=dl_val, transform=None,
+                                                      num_processes=max(1, allowed_num_processes // 2),
+                                                      num_cached=max(3, allowed_num_processes // 4), seeds=None,
+                                                      pin_memory=pin, wait_time=0.002)
+        _ = next(mt_gen_train)
+        _ = next(mt_gen_val)
+        return mt_gen_train, mt_gen_val
