@@ -35,6 +35,14 @@ class PlanningError(ValueError):
     """Bad input to ``nnunet-ext plans``; the message says what to change."""
 
 
+class BudgetTooSmall(PlanningError):
+    """The network does not fit the budget even at the smallest patch; ``required_gb`` is what would fit."""
+
+    def __init__(self, message: str, required_gb: float):
+        super().__init__(message)
+        self.required_gb = required_gb
+
+
 @dataclass(frozen=True)
 class ArchitecturePlan:
     """How to write one of our networks into an nnU-Net configuration.
@@ -206,11 +214,13 @@ def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, 
         shrinkable = [a for a in range(len(patch)) if patch[a] - divisor[a] >= minimum[a]]
         if not shrinkable:
             over = estimate.total_bytes - budget
-            raise PlanningError(
+            required = math.ceil(estimate.total_bytes / GB * 1000) / 1000  # GB, rounded up to what --memory-gb takes
+            raise BudgetTooSmall(
                 f"{name}: even at batch size {batch} and the smallest patch size {tuple(patch)} (bottleneck >= "
                 f"{MIN_BOTTLENECK_EDGE} voxels per axis for total stride {divisor}) the network needs an estimated "
                 f"{estimate.total_gb:.3f} GB, {over / GB:.3f} GB ({estimate.total_bytes / budget:.2f}x) more than the "
-                f"budget of {budget / GB:.3f} GB; raise --memory-gb or use a smaller network")
+                f"budget of {budget / GB:.3f} GB; pass --memory-gb {required:g} (or more), or use a smaller network",
+                required)
         axis = max(shrinkable, key=lambda a: (patch[a] / median[a], patch[a]))
         patch[axis] -= divisor[axis]
         entry = plan.architecture_entry(_with_patch(cm, patch))  # some networks size kernels by the patch
@@ -284,18 +294,25 @@ def plan_architecture(dataset: int | str, architecture: str, configurations: Opt
     plans_manager = PlansManager(plans)
     output_channels = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
 
-    fits, skipped = [], {}
+    fits, skipped, too_small = [], {}, []
     for name in _chosen_configurations(plans, configurations):
         cm = plans_manager.get_configuration(name)
         try:
             fits.append(fit_configuration(plan, name, cm, determine_num_input_channels(plans_manager, cm, dataset_json),
                                           output_channels, memory_gb, optimizer_states))
+        except BudgetTooSmall as error:  # check every configuration, then name one budget that fits them all
+            too_small.append(error)
         except PlanningError:
             raise
         except ValueError as error:  # the builder refuses this configuration (e.g. wrong dimensionality)
             if configurations is not None:
                 raise PlanningError(f"{architecture} cannot be planned for {name!r}: {error}") from error
             skipped[name] = str(error)
+    if too_small:
+        if len(too_small) == 1:
+            raise too_small[0]
+        raise PlanningError("\n".join(map(str, too_small)) + "\nfor all of these configurations pass --memory-gb "
+                            f"{max(e.required_gb for e in too_small):g} (or -c with the configurations you need)")
     if not fits:
         raise PlanningError(f"{architecture} fits none of the configurations: {skipped}")
 
