@@ -205,6 +205,9 @@ def test_bad_dwd_arguments_are_named():
         dwd()(probs(1, 0), probs(1, 0, 0))
     with pytest.raises(ValueError, match="loss_mask"):
         dwd()(probs(1, 0), probs(1, 0), loss_mask=torch.ones(1, 2, 2))
+    # a label outside the prediction's channels (e.g. an unmasked ignore label) is named, not a scatter error
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\].*got \[0, 3\]"):
+        dwd()(torch.full((1, 3, 2), 1 / 3), torch.tensor([[[0, 3]]]))
 
 
 # ---------------------------------------------------------------- focal loss

@@ -18,25 +18,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from nnunet_ext.losses._common import check_loss_mask, pool_over_batch, target_as_one_hot
 from nnunet_ext.registry import register
 
 WEIGHTINGS = ("corrected", "printed", "none")
-
-
-def one_hot_like(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y`` (a label map (b, 1, ...) / (b, ...) or an already one-hot (b, c, ...)) as float one-hot shaped like ``x``."""
-    if x.ndim != y.ndim:
-        y = y.view((y.shape[0], 1, *y.shape[1:]))
-    if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-        raise ValueError(f"prediction {tuple(x.shape)} and target {tuple(y.shape)} differ in batch or spatial size")
-    if x.shape == y.shape:
-        return y.to(torch.float32)
-    if y.shape[1] != 1:
-        raise ValueError(f"target {tuple(y.shape)} is neither a label map (one channel) nor one-hot with "
-                         f"{x.shape[1]} channels like the prediction")
-    y_onehot = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-    y_onehot.scatter_(1, y.long(), 1)
-    return y_onehot
 
 
 def dwd_weights(intersect: torch.Tensor, sum_pred: torch.Tensor, sum_gt: torch.Tensor, smooth: float):
@@ -80,11 +65,8 @@ class DynamicallyWeightedDiceLoss(nn.Module):
             x = self.apply_nonlin(x)
         axes = tuple(range(2, x.ndim))
         with torch.no_grad():
-            y_onehot = one_hot_like(x, y)
-            if loss_mask is not None and (loss_mask.shape[0] != x.shape[0] or loss_mask.shape[1] != 1
-                                          or loss_mask.shape[2:] != x.shape[2:]):
-                raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must be (b, 1, *spatial) of the prediction "
-                                 f"{tuple(x.shape)}")
+            y_onehot = target_as_one_hot(x, y)
+            check_loss_mask(loss_mask, x)
             if not self.do_bg:
                 y_onehot = y_onehot[:, 1:]
             if loss_mask is not None:
@@ -99,14 +81,8 @@ class DynamicallyWeightedDiceLoss(nn.Module):
         sum_pred = (x * x if self.squared else x).sum(axes, dtype=torch.float32)
 
         if self.batch_dice:
-            if self.ddp:
-                from nnunetv2.utilities.ddp_allgather import AllGatherGrad
-                intersect = AllGatherGrad.apply(intersect).sum(0, dtype=torch.float32)
-                sum_pred = AllGatherGrad.apply(sum_pred).sum(0, dtype=torch.float32)
-                sum_gt = AllGatherGrad.apply(sum_gt).sum(0, dtype=torch.float32)
-            intersect = intersect.sum(0, dtype=torch.float32)
-            sum_pred = sum_pred.sum(0, dtype=torch.float32)
-            sum_gt = sum_gt.sum(0, dtype=torch.float32)
+            pooled = pool_over_batch({"i": intersect, "p": sum_pred, "g": sum_gt}, self.ddp)
+            intersect, sum_pred, sum_gt = pooled["i"], pooled["p"], pooled["g"]
         return intersect, sum_pred, sum_gt
 
     def dice_ratio(self, intersect: torch.Tensor, sum_pred: torch.Tensor, sum_gt: torch.Tensor) -> torch.Tensor:

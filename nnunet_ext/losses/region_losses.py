@@ -18,28 +18,8 @@ from torch import nn
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
+from nnunet_ext.losses._common import check_loss_mask, pool_over_batch, target_as_one_hot
 from nnunet_ext.registry import register
-
-
-def target_as_one_hot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y`` (label map (b, 1, ...) / (b, ...), or one-hot shaped like ``x``) as a float one-hot like ``x``."""
-    if x.ndim < 3:
-        raise ValueError(f"prediction must be (b, c, *spatial); got shape {tuple(x.shape)}")
-    if x.ndim != y.ndim:
-        y = y.view((y.shape[0], 1, *y.shape[1:]))
-    if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-        raise ValueError(f"prediction {tuple(x.shape)} and target {tuple(y.shape)} differ in batch or spatial size")
-    if x.shape == y.shape:
-        return y.to(torch.float32)
-    if y.shape[1] != 1:
-        raise ValueError(f"target {tuple(y.shape)} is neither a label map (one channel) nor one-hot with "
-                         f"{x.shape[1]} channels like the prediction")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= x.shape[1]):
-        raise ValueError(f"target labels must lie in [0, {x.shape[1] - 1}] for a {x.shape[1]}-channel prediction; "
-                         f"got [{int(y.min())}, {int(y.max())}] (an ignore label must be masked out first)")
-    one_hot = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-    one_hot.scatter_(1, y.long(), 1)
-    return one_hot
 
 
 class SoftRegionLoss(nn.Module):
@@ -69,10 +49,7 @@ class SoftRegionLoss(nn.Module):
             x = self.apply_nonlin(x)
         with torch.no_grad():
             g = target_as_one_hot(x, y)
-            if loss_mask is not None and (loss_mask.shape[0] != x.shape[0] or loss_mask.shape[1] != 1
-                                          or loss_mask.shape[2:] != x.shape[2:]):
-                raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must be (b, 1, *spatial) of the prediction "
-                                 f"{tuple(x.shape)}")
+            check_loss_mask(loss_mask, x)
         if not self.do_bg:
             if x.shape[1] < 2:
                 raise ValueError("do_bg=False needs at least two channels (background + one class)")
@@ -86,10 +63,7 @@ class SoftRegionLoss(nn.Module):
             mask = None
         stats = self.statistics(x, g, tuple(range(2, x.ndim)), mask)
         if self.batch_dice:
-            if self.ddp and torch.distributed.is_available() and torch.distributed.is_initialized():
-                from nnunetv2.utilities.ddp_allgather import AllGatherGrad
-                stats = {k: AllGatherGrad.apply(v).sum(0) for k, v in stats.items()}
-            stats = {k: v.sum(0) for k, v in stats.items()}
+            stats = pool_over_batch(stats, self.ddp)
         return self.per_class_loss(stats).mean()
 
 
