@@ -16,6 +16,7 @@ from nnunet_ext.data.amplified_loader import (AmplificationPlan, AmplifiedDataLo
 from nnunet_ext.data.lesion_stats import (default_cache_path, default_lesion_label, lesion_units_of_case,
                                           load_or_compute_lesion_stats, perfect_power_ceil, size_thresholds)
 from nnunet_ext.training.amplification import SmallLesionAmplification, amplification_plan
+from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.transforms.amplification import (AMPLIFY_KEY, PAPER_METHODS, BorderCropResizeTransform,
                                                  CentreExpansionCropTransform, LesionFlipTransform,
                                                  RefineIfStillSmallTransform, SmallLesionAmplificationTransform,
@@ -358,8 +359,17 @@ def test_amplified_slots_are_lesion_centred_and_marked(preprocessed):
 
 
 # ------------------------------------------------------------------------------------------ trainer mixin
-class _Probe(SmallLesionAmplification, nnUNetTrainer):
+class _Probe(SmallLesionAmplification, ExtTrainer):
     pass
+
+
+def test_mixin_samples_through_the_ext_trainer_hook():
+    # the loader is swapped in ExtTrainer's hook, not by overriding nnU-Net's get_dataloaders wholesale
+    assert _Probe.build_training_dataloader is SmallLesionAmplification.build_training_dataloader
+    assert _Probe.get_dataloaders is ExtTrainer.get_dataloaders
+    assert _Probe.build_validation_dataloader is ExtTrainer.build_validation_dataloader
+    with pytest.raises(TypeError, match="needs ExtTrainer"):
+        type("OnBareNnUNet", (SmallLesionAmplification, nnUNetTrainer), {})
 
 
 def test_mixin_puts_amplification_behind_the_spatial_transform():

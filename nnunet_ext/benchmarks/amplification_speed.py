@@ -26,12 +26,13 @@ from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_p
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.training.amplification import SmallLesionAmplification
+from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.transforms.amplification import AMPLIFY_KEY, build_amplification_transform
 
 ORGAN, LESION = 1, 2
 
 
-class _AmplifiedPipeline(SmallLesionAmplification, nnUNetTrainer):
+class _AmplifiedPipeline(SmallLesionAmplification, ExtTrainer):
     amplification_method = 4
 
 

@@ -2,9 +2,10 @@
 
 Two pieces: ``get_training_transforms`` puts the amplification operations right after nnU-Net's
 spatial transform (they see the final patch, the analogue of the paper's image, and the plain label
-map, before intensity augmentation, regions and deep-supervision targets), and ``get_dataloaders``
-swaps nnU-Net's training loader for :class:`AmplifiedDataLoader`, fed from the dataset's cached
-lesion statistics restricted to this fold's training cases. Validation is untouched.
+map, before intensity augmentation, regions and deep-supervision targets), and ExtTrainer's
+``build_training_dataloader`` hook returns :class:`AmplifiedDataLoader` instead of nnU-Net's loader,
+fed from the dataset's cached lesion statistics restricted to this fold's training cases. Validation
+is untouched. The mixin needs ExtTrainer below it (nnU-Net's own get_dataloaders has no such hook).
 """
 from __future__ import annotations
 
@@ -14,30 +15,16 @@ import numpy as np
 
 from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
-from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.data.amplified_loader import AmplificationPlan, AmplifiedDataLoader, amplified_probability
 from nnunet_ext.data.lesion_stats import LesionStats, load_or_compute_lesion_stats, resolve_lesion_label
+from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.transforms.amplification import (PAPER_BORDER_FRACTION, PAPER_CENTRE_DILATION,
                                                  PAPER_CENTRE_HALF_SIZE_FRACTION, PAPER_METHODS,
                                                  AmplificationMethod, build_amplification_transform)
-
-
-def insert_after_spatial(pipeline: BasicTransform, transform: BasicTransform) -> int:
-    """Put ``transform`` behind the pipeline's spatial step (and its 2D->3D conversion); returns the index."""
-    if not isinstance(pipeline, ComposeTransforms):
-        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
-    spatial = [i for i, t in enumerate(pipeline.transforms) if isinstance(t, (SpatialTransform, Convert2DTo3DTransform))]
-    position = spatial[-1] + 1 if spatial else 0
-    pipeline.transforms.insert(position, transform)
-    return position
+from nnunet_ext.transforms.pipeline import insert_after_spatial
 
 
 def amplification_plan(stats: LesionStats, method: AmplificationMethod, min_lesion_size: int = 5,
@@ -70,6 +57,13 @@ class SmallLesionAmplification:
     centre_dilation: int = PAPER_CENTRE_DILATION
     amplification_axes: Optional[Tuple[int, ...]] = None  # spatial axes crops may cut; None: all
     lesion_stats_ndim: Optional[int] = None  # 2: slice statistics, 3: case statistics; None: the patch's
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # on a bare nnUNetTrainer the sampling hook would never be called: amplified transforms, no amplified draws
+        if issubclass(cls, nnUNetTrainer) and not issubclass(cls, ExtTrainer):
+            raise TypeError(f"{cls.__name__}: SmallLesionAmplification needs ExtTrainer (nnunet_ext.training.base) "
+                            f"among its bases for the build_training_dataloader hook; got only nnUNetTrainer")
 
     @classmethod
     def amplification_method_spec(cls) -> AmplificationMethod:
@@ -126,50 +120,11 @@ class SmallLesionAmplification:
                 f"copies per image {method.copies}, amplified draw probability {plan.probability:.4f}")
         return plan
 
-    def build_training_loader(self, dataset_tr, initial_patch_size, tr_transforms) -> nnUNetDataLoader:
+    def build_training_dataloader(self, dataset_tr, initial_patch_size, transforms) -> nnUNetDataLoader:
+        """ExtTrainer's hook: nnU-Net's training loader with this fold's amplification plan (validation untouched)."""
         plan = self.build_amplification_plan(dataset_tr.identifiers)
         return AmplifiedDataLoader(dataset_tr, self.batch_size, initial_patch_size,
                                    self.configuration_manager.patch_size, self.label_manager, plan,
                                    oversample_foreground_percent=self.oversample_foreground_percent,
-                                   sampling_probabilities=None, pad_sides=None, transforms=tr_transforms,
+                                   sampling_probabilities=None, pad_sides=None, transforms=transforms,
                                    probabilistic_oversampling=self.probabilistic_oversampling)
-
-    def get_dataloaders(self):
-        """nnU-Net 2.8's get_dataloaders with the training loader built by :meth:`build_training_loader`."""
-        if self.dataset_class is None:
-            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        patch_size = self.configuration_manager.patch_size
-        deep_supervision_scales = self._get_deep_supervision_scales()
-        rotation_for_DA, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
-            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        lm = self.label_manager
-        regions = lm.foreground_regions if lm.has_regions else None
-        tr_transforms = self.get_training_transforms(
-            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
-            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
-            foreground_labels=lm.foreground_labels, regions=regions, ignore_label=lm.ignore_label)
-        val_transforms = self.get_validation_transforms(deep_supervision_scales, is_cascaded=self.is_cascaded,
-                                                        foreground_labels=lm.foreground_labels, regions=regions,
-                                                        ignore_label=lm.ignore_label)
-        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        dl_tr = self.build_training_loader(dataset_tr, initial_patch_size, tr_transforms)
-        dl_val = nnUNetDataLoader(dataset_val, self.batch_size, patch_size, patch_size, lm,
-                                  oversample_foreground_percent=self.oversample_foreground_percent,
-                                  sampling_probabilities=None, pad_sides=None, transforms=val_transforms,
-                                  probabilistic_oversampling=self.probabilistic_oversampling)
-        allowed_num_processes = get_allowed_n_proc_DA()
-        if allowed_num_processes == 0:
-            mt_gen_train, mt_gen_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
-        else:
-            pin = self.device.type == 'cuda'
-            mt_gen_train = NonDetMultiThreadedAugmenter(data_loader=dl_tr, transform=None,
-                                                        num_processes=allowed_num_processes,
-                                                        num_cached=max(6, allowed_num_processes // 2), seeds=None,
-                                                        pin_memory=pin, wait_time=0.002)
-            mt_gen_val = NonDetMultiThreadedAugmenter(data_loader=dl_val, transform=None,
-                                                      num_processes=max(1, allowed_num_processes // 2),
-                                                      num_cached=max(3, allowed_num_processes // 4), seeds=None,
-                                                      pin_memory=pin, wait_time=0.002)
-        _ = next(mt_gen_train)
-        _ = next(mt_gen_val)
-        return mt_gen_train, mt_gen_val

@@ -14,23 +14,11 @@ import numpy as np
 
 from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
-from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
 
+from nnunet_ext.transforms.pipeline import insert_before_spatial
 from nnunet_ext.transforms.rss import PAPER_P_PER_AXIS, PAPER_RATIO_RANGE, RegionSpecificScaling
 
-# RSS is inserted in front of the first of these.
-INSERT_BEFORE = (Convert3DTo2DTransform, SpatialTransform)
-
-
-def insert_before_spatial(pipeline: BasicTransform, transform: BasicTransform) -> int:
-    """Put ``transform`` in front of the pipeline's first spatial step (or first, if it has none); returns the index."""
-    if not isinstance(pipeline, ComposeTransforms):
-        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
-    position = next((i for i, t in enumerate(pipeline.transforms) if isinstance(t, INSERT_BEFORE)), 0)
-    pipeline.transforms.insert(position, transform)
-    return position
+__all__ = ["RSSAugmentation", "insert_before_spatial"]  # the insertion rule lives in transforms/pipeline.py
 
 
 class RSSAugmentation:
