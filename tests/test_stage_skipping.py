@@ -125,3 +125,39 @@ def test_plans_entry_and_trainer_mixin_scales_and_weights():
     network = StageSkippingSegmentorTrainer.build_network_architecture(
         None, _Configuration([16, 48, 48], [3.0, 1.0, 1.0]), 2, 3, True)
     assert isinstance(network, StageSkippingSegmentor) and network.config.n_stages == 5
+
+
+def test_plans_on_a_tiny_phantom_name_the_memory_budget_that_works():
+    # nnU-Net's 3d_fullres plans of a 16x32x32 phantom (3 x 1 x 1 mm): PlainConvUNet, patch = whole image, so
+    # its matched budget is tiny and the 5-stage segmentor cannot shrink below it; the error must name the
+    # --memory-gb that fits, and planning with exactly that value must succeed.
+    import re
+
+    from nnunet_ext.planning.arch_plans import PLANNABLE, BudgetTooSmall, fit_configuration
+    from nnunet_ext.planning.memory import GB
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    cm = ConfigurationManager({
+        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": [16, 32, 32], "median_image_size_in_voxels": [16.0, 32.0, 32.0], "spacing": [3.0, 1.0, 1.0],
+        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                         "arch_kwargs": {"n_stages": 4, "features_per_stage": [32, 64, 128, 256],
+                                         "conv_op": "torch.nn.modules.conv.Conv3d",
+                                         "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+                                         "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+                                         "n_conv_per_stage": [2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2],
+                                         "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                                         "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                                         "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                                         "nonlin_kwargs": {"inplace": True}},
+                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}})
+    plan = PLANNABLE["StageSkippingSegmentor"]
+    with pytest.raises(BudgetTooSmall) as error:
+        fit_configuration(plan, "3d_fullres", cm, 1, 3)
+    suggested = float(re.search(r"pass --memory-gb ([0-9.]+) \(or more\)", str(error.value)).group(1))
+    assert suggested == error.value.required_gb
+    fit = fit_configuration(plan, "3d_fullres", cm, 1, 3, memory_gb=suggested)
+    assert (fit.estimate.batch_size, fit.estimate.patch_size) == (2, (16, 32, 32))
+    # rounded up to 1 MB: fits, and 1 MB less would not
+    assert suggested - 0.001 < fit.estimate.total_bytes / GB <= suggested
