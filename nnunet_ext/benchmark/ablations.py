@@ -68,7 +68,7 @@ ES_UNET_TABLE4 = Ablation(
 STS_NET_TABLE7 = Ablation(
     name="sts_net_table7", title="Small-lesion amplification methods on nnU-Net",
     source="STS-Net (Scientific Reports 2025), Table 7 (amplification on nnU-Net's network here)",
-    columns=("amplification",),
+    columns=("amplification",), configuration="2d",  # the paper amplifies 2D slices (N1/N2 are areas)
     rows=tuple(AblationRow(t, "nnU-Net", (("amplification", m),)) for t, m in (
         ("nnUNetTrainer", "none"), ("nnUNetTrainerAmplifyM1", "method 1"), ("nnUNetTrainerAmplifyM2", "method 2"),
         ("nnUNetTrainerAmplifyM3", "method 3"), ("nnUNetTrainerAmplifyM4", "method 4"))))
