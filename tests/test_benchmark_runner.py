@@ -2,6 +2,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,23 @@ def test_report_says_plainly_when_nothing_is_significant_or_testable():
     text = "\n".join(accuracy_section(same, [VANILLA, "X"], []))
     assert "No trainer differs significantly" in text
     assert "not significant" in text
+
+
+def test_report_only_trains_nothing_and_lists_unfinished_runs(tmp_path, no_nnunet, monkeypatch):
+    cfg = config(tmp_path, report_only=True)
+    with pytest.raises(ValueError, match="no cost.json"):
+        runner.run_benchmark(cfg, log=lambda _: None)
+    f = runner.existing_folders(cfg)
+    (Path(f.raw) / "Dataset870_Fake").mkdir(parents=True)
+    specs = plan_runs(cfg, f, "validation")
+    fake_finished(specs[0], f)
+    (tmp_path / "cost.json").write_text(json.dumps({VANILLA: {"parameters": 7}}))
+    seen = {}
+
+    def write_report(cfg, specs, folders, costs, failures, out_dir):
+        seen.update(costs=costs, failures=failures, out_dir=out_dir, runs=len(specs))
+        return out_dir / "report.md"
+    monkeypatch.setattr("nnunet_ext.benchmark.report.write_report", write_report)
+    assert runner.run_benchmark(cfg, log=lambda _: None) == tmp_path / "report" / "report.md"
+    assert no_nnunet == [] and seen["costs"] == {VANILLA: {"parameters": 7}} and seen["runs"] == 4
+    assert sorted(seen["failures"]) == [f"{VANILLA} fold 1", "nnUNetTrainerDWD fold 0", "nnUNetTrainerDWD fold 1"]

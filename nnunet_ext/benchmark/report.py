@@ -395,6 +395,8 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     schedule = specs[0].schedule_name.split("_ep")[-1] if specs else ""
     lines = [f"# nnunet-ext benchmark: {dataset}, {cfg.configuration}", "",
              "```", cfg.command_line or "(called from Python)", "```", "",
+             *(["Report rewritten from that run's finished trainings and cost.json (nothing retrained or "
+                "re-measured) by the same command with `--report-only`.", ""] if cfg.report_only else []),
              "## Protocol", "",
              f"- dataset: {dataset}; configuration {cfg.configuration}; folds {', '.join(map(str, cfg.folds))} "
              f"(nnU-Net's splits_final.json); evaluated on the **{specs[0].eval_set if specs else '?'}** cases",

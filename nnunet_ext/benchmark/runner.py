@@ -95,6 +95,7 @@ class BenchmarkConfig:
     plots_overlay_cases: int = 3
     report_dir: Optional[Path] = None         # default: workdir/report
     command_line: str = ""
+    report_only: bool = False                 # rewrite the report from finished runs and cost.json; no training
 
     def arms(self) -> List[Arm]:
         """Vanilla nnU-Net first (always), then the requested trainers, then the ResEnc arm."""
@@ -306,17 +307,8 @@ def submit_all(executor, fn: Callable, items: Sequence, max_parallel: int = 1,
 # -- the whole benchmark -----------------------------------------------------------------------------
 def prepare_workspace(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> WorkspaceFolders:
     """Generate (if asked), plan and preprocess once; later invocations find the folders and skip it."""
-    if cfg.use_environment_folders:
-        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
-        if missing:
-            raise ValueError(f"an existing dataset needs the nnU-Net environment variables; {', '.join(missing)} "
-                             "not set (or pass --generate)")
-        folders = WorkspaceFolders(os.environ["nnUNet_raw"], os.environ["nnUNet_preprocessed"],
-                                   os.environ["nnUNet_results"], _da_processes(cfg))
-    else:
-        root = (Path(cfg.workdir) / "nnunet").resolve()
-        folders = WorkspaceFolders(str(root / "nnUNet_raw"), str(root / "nnUNet_preprocessed"),
-                                   str(root / "nnUNet_results"), _da_processes(cfg))
+    folders = existing_folders(cfg)
+    if not cfg.use_environment_folders:
         for f in (folders.raw, folders.preprocessed, folders.results):
             Path(f).mkdir(parents=True, exist_ok=True)
     ws = folders.open()
@@ -344,6 +336,20 @@ def prepare_workspace(cfg: BenchmarkConfig, log: Callable[[str], None] = print) 
             ws.run("nnUNetv2_preprocess", "-d", cfg.dataset_id, "-plans_name", plans, "-c", cfg.configuration,
                    "-np", 1, env=planner_env)
     return folders
+
+
+def existing_folders(cfg: BenchmarkConfig) -> WorkspaceFolders:
+    """nnU-Net's three folders: the environment's, or the private workspace under the workdir."""
+    if cfg.use_environment_folders:
+        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
+        if missing:
+            raise ValueError(f"an existing dataset needs the nnU-Net environment variables; {', '.join(missing)} "
+                             "not set (or pass --generate)")
+        return WorkspaceFolders(os.environ["nnUNet_raw"], os.environ["nnUNet_preprocessed"],
+                                os.environ["nnUNet_results"], _da_processes(cfg))
+    root = (Path(cfg.workdir) / "nnunet").resolve()
+    return WorkspaceFolders(str(root / "nnUNet_raw"), str(root / "nnUNet_preprocessed"), str(root / "nnUNet_results"),
+                            _da_processes(cfg))
 
 
 def _da_processes(cfg: BenchmarkConfig) -> int:
@@ -429,6 +435,8 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     from nnunet_ext.benchmark.report import write_report
 
     cfg.validate()
+    if cfg.report_only:
+        return rewrite_report(cfg, log)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     arms = cfg.arms()
@@ -471,6 +479,33 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     report_dir = Path(cfg.report_dir) if cfg.report_dir else workdir / "report"
     report = write_report(cfg, specs, folders, costs, failures, report_dir)
     log(f"report: {report}")
+    return report
+
+
+def rewrite_report(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> Path:
+    """The report again from a workdir's finished runs and its ``cost.json``: nothing is trained or measured.
+
+    For a report layout change after a run: the numbers stay those the original command measured."""
+    from nnunet_ext.benchmark.report import write_report
+
+    workdir = Path(cfg.workdir).resolve()
+    cost_file = workdir / "cost.json"
+    if not cost_file.is_file():
+        raise ValueError(f"--report-only needs a finished benchmark in {workdir} (no cost.json there); run the "
+                         "benchmark without --report-only first")
+    folders = existing_folders(cfg)
+    try:
+        eval_set = resolve_eval_set(cfg, folders)
+    except FileNotFoundError as error:
+        raise ValueError(f"--report-only: {error}") from None
+    specs = plan_runs(cfg, folders, eval_set)
+    ws = folders.open()
+    failures = {f"{s.arm.label} fold {s.fold}": "not finished in this workdir (report only: nothing was run)"
+                for s in specs if not is_finished(s, ws)}
+    costs = json.loads(cost_file.read_text())
+    report_dir = Path(cfg.report_dir) if cfg.report_dir else workdir / "report"
+    report = write_report(cfg, specs, folders, costs, failures, report_dir)
+    log(f"report rewritten from {workdir} ({len(specs) - len(failures)} of {len(specs)} runs finished): {report}")
     return report
 
 

@@ -78,6 +78,9 @@ def add_parser(subparsers):
     cost.add_argument("--cost-threads", type=int, default=d.cost_threads)
     cost.add_argument("--nsd-tolerance", type=float, default=d.nsd_tolerance_mm, help="NSD tolerance in mm")
     cost.add_argument("--overlay-cases", type=int, default=d.plots_overlay_cases)
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the report from the workdir's finished runs and cost.json (same other arguments); "
+                        "nothing is trained or measured")
     p.set_defaults(func=run_command)
 
 
@@ -105,8 +108,8 @@ def config_from_args(args, argv=None):
         slurm_qos=args.slurm_qos, mem_gb=args.mem_gb, slurm_additional=dict(args.slurm_extra),
         cost_repeats=args.cost_repeats, cost_cases=args.cost_cases, cost_threads=args.cost_threads,
         nsd_tolerance_mm=args.nsd_tolerance, ablation=args.ablation, plots_overlay_cases=args.overlay_cases,
-        report_dir=args.report_dir,
-        command_line=command_line(sys.argv[2:] if argv is None else argv))
+        report_dir=args.report_dir, report_only=args.report_only,
+        command_line=command_line([a for a in (sys.argv[2:] if argv is None else argv) if a != "--report-only"]))
 
 
 def run_command(args):
