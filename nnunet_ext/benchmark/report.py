@@ -210,6 +210,20 @@ def ablation_section(ablation, rows) -> List[str]:
     return out
 
 
+def resenc_section(choice) -> List[str]:
+    """Why this ResEnc preset: every estimate the choice compared (``--resenc nearest``)."""
+    out = ["## ResEnc baseline chosen by memory (`--resenc nearest`)", "",
+           f"**ResEnc {choice.preset}** ({choice.preset_gb:.3f} GB) is the preset whose estimated training-step memory "
+           f"is nearest to the largest trainer, {choice.target} ({choice.target_gb:.3f} GB). Estimate of "
+           "nnunet_ext.planning.memory (fp32 parameters + gradients + SGD momentum + saved activations at the "
+           "plans' batch and patch: an upper bound to compare networks with, not a GPU reading).", ""]
+    rows = [[t.name, t.plans, "x".join(map(str, t.patch_size)), str(t.batch_size), f"{t.parameters / 1e6:.3f}",
+             f"{t.total_gb:.3f}", "**largest**" if t.name == choice.target else ""] for t in choice.trainers]
+    rows += [[m.name, m.plans, "x".join(map(str, m.patch_size)), str(m.batch_size), f"{m.parameters / 1e6:.3f}",
+              f"{m.total_gb:.3f}", "**chosen**" if p == choice.preset else ""] for p, m in choice.presets.items()]
+    return out + _table(["network", "plans", "patch", "batch", "params (M)", "estimated memory (GB)", ""], rows)
+
+
 # -- plots -----------------------------------------------------------------------------------------------
 def _plt():
     import matplotlib
@@ -378,7 +392,7 @@ def write_cases_csv(rows: List[dict], path: Path) -> Path:
 
 
 def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: WorkspaceFolders, costs: Dict[str, dict],
-                 failures: Dict[str, str], out_dir: Path) -> Path:
+                 failures: Dict[str, str], out_dir: Path, resenc_choice=None) -> Path:
     from importlib.metadata import version
 
     import torch
@@ -412,6 +426,9 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         lines += [f"> This is a short schedule ({cfg.epochs * cfg.iterations} iterations; nnU-Net's default is "
                   "1000 x 250). It shows the pipeline and the cost ratios; it does not say which method is "
                   "better on converged models.", ""]
+    if resenc_choice is not None:
+        lines += resenc_section(resenc_choice) + [""]
+        (out_dir / "resenc_choice.json").write_text(json.dumps(resenc_choice.as_dict(), indent=1))
     if failures:
         lines += ["## Failed runs", ""] + [f"- {k}: `{v.splitlines()[0][:300]}`" for k, v in failures.items()] + [""]
     if rows:
@@ -421,6 +438,9 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     if cfg.ablation:
         from nnunet_ext.benchmark.ablations import get_ablation
         lines += ablation_section(get_ablation(cfg.ablation), rows) + [""]
+    if cfg.pipelines:
+        from nnunet_ext.cascade.compare import pipelines_section
+        lines += pipelines_section(Path(cfg.workdir).resolve(), cfg.pipelines) + [""]
     lines += cost_section(costs, specs, folders, labels, None) + [""]
 
     plots = []

@@ -15,7 +15,7 @@ import os
 import shlex
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -30,6 +30,8 @@ RESENC_PRESETS = {
     "L": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
     "XL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
 }
+RESENC_NEAREST = "nearest"                   # pick the preset by estimated memory (nnunet_ext.benchmark.resenc)
+RESENC_CHOICE_FILE = "resenc_choice.json"
 EVAL_SETS = ("auto", "validation", "test")
 EXECUTORS = ("local", "slurm", "debug")
 CASES_FILE = "benchmark_cases.json"
@@ -61,7 +63,7 @@ class BenchmarkConfig:
     epochs: int = 10
     iterations: int = 20
     val_iterations: int = 2
-    resenc: Optional[str] = None              # "M" | "L" | "XL": add nnUNetTrainer on that ResEnc preset
+    resenc: Optional[str] = None              # "M" | "L" | "XL" | "nearest": add nnUNetTrainer on a ResEnc preset
     eval_set: str = "auto"                    # auto: the held-out test set when the raw dataset has labelsTs
     device: str = "cpu"
     # phantom generation (--generate); ignored for an existing dataset
@@ -94,6 +96,8 @@ class BenchmarkConfig:
     ablation: Optional[str] = None
     plots_overlay_cases: int = 3
     report_dir: Optional[Path] = None         # default: workdir/report
+    pipelines: Sequence[str] = ()             # two-stage ROI comparison (nnunet_ext.cascade.compare.PIPELINES)
+    pipeline_ids: Optional[Sequence[int]] = None  # its two stage-2 dataset ids (default: dataset id + 1, + 2)
     command_line: str = ""
     report_only: bool = False                 # rewrite the report from finished runs and cost.json; no training
 
@@ -105,8 +109,11 @@ class BenchmarkConfig:
             if arm not in arms:
                 arms.append(arm)
         if self.resenc:
+            if self.resenc == RESENC_NEAREST:
+                raise ValueError("--resenc nearest is resolved to a preset by run_benchmark before arms are listed")
             if self.resenc not in RESENC_PRESETS:
-                raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)}")
+                raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)} "
+                                 f"or {RESENC_NEAREST!r}")
             arms.append(Arm(VANILLA, RESENC_PRESETS[self.resenc][1]))
         return arms
 
@@ -121,6 +128,12 @@ class BenchmarkConfig:
             raise ValueError("epochs, iterations and val iterations must all be >= 1")
         if not self.folds:
             raise ValueError("give at least one fold")
+        if self.resenc is not None and self.resenc not in (*RESENC_PRESETS, RESENC_NEAREST):
+            raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)} "
+                             f"or {RESENC_NEAREST!r}")
+        if self.pipelines:
+            from nnunet_ext.cascade.compare import check_pipelines
+            check_pipelines(self.pipelines)
         for fold in self.folds:
             if not (fold == "all" or (isinstance(fold, int) and fold >= 0)):
                 raise ValueError(f"fold must be a non-negative integer or 'all', got {fold!r}")
@@ -352,6 +365,39 @@ def existing_folders(cfg: BenchmarkConfig) -> WorkspaceFolders:
                             _da_processes(cfg))
 
 
+def resolve_resenc(cfg: BenchmarkConfig, folders: WorkspaceFolders, log: Callable[[str], None] = print):
+    """``--resenc nearest``: plan all three ResEnc presets, estimate every network's training memory and pick
+    the preset nearest to the largest trainer (nnunet_ext.benchmark.resenc). Kept in the workdir, so a resumed
+    benchmark keeps its choice while the trainers and configuration stay the same."""
+    from nnunet_ext.benchmark.resenc import NetworkMemory, ResEncChoice, estimate_in_subprocess, make_choice
+
+    trainers = [a.trainer for a in replace(cfg, resenc=None).arms()]
+    key = {"dataset_id": int(cfg.dataset_id), "configuration": cfg.configuration, "trainers": trainers}
+    cache = Path(cfg.workdir).resolve() / RESENC_CHOICE_FILE
+    if cache.is_file():
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            return ResEncChoice.from_dict(data["choice"])
+    ws = folders.open()
+    pre = Path(folders.preprocessed) / ws.dataset_name(cfg.dataset_id)
+    for planner, plans in RESENC_PRESETS.values():
+        if not (pre / f"{plans}.json").is_file():
+            log(f"nnUNetv2_plan_experiment -d {cfg.dataset_id} -pl {planner}")
+            ws.run("nnUNetv2_plan_experiment", "-d", cfg.dataset_id, "-pl", planner,
+                   env={"nnUNet_n_proc_DA": str(max(1, folders.da_processes))})
+    log(f"estimating training memory of {len(trainers)} trainers and the ResEnc presets M, L, XL")
+    raw = estimate_in_subprocess({"preprocessed_dataset": str(pre), "plans": DEFAULT_PLANS,
+                                  "configuration": cfg.configuration, "trainers": trainers,
+                                  "preset_trainer": VANILLA,
+                                  "presets": {p: plans for p, (_, plans) in RESENC_PRESETS.items()}}, env=ws.env)
+    choice = make_choice([NetworkMemory(**t) for t in raw["trainers"]],
+                         {p: NetworkMemory(**m) for p, m in raw["presets"].items()})
+    cache.write_text(json.dumps({"key": key, "choice": choice.as_dict()}, indent=1))
+    log(f"ResEnc preset nearest in memory: {choice.preset} ({choice.preset_gb:.3f} GB estimated) to "
+        f"{choice.target} ({choice.target_gb:.3f} GB)")
+    return choice
+
+
 def _da_processes(cfg: BenchmarkConfig) -> int:
     if cfg.da_processes is not None:
         return int(cfg.da_processes)
@@ -439,12 +485,21 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
         return rewrite_report(cfg, log)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    resenc_choice = None
+    if cfg.resenc == RESENC_NEAREST:
+        resenc_choice = resolve_resenc(cfg, prepare_workspace(replace(cfg, resenc=None), log), log)
+        cfg = replace(cfg, resenc=resenc_choice.preset)
     arms = cfg.arms()
     folders = prepare_workspace(cfg, log)
     eval_set = resolve_eval_set(cfg, folders)
     specs = plan_runs(cfg, folders, eval_set)
     ws = folders.open()
     todo = [s for s in specs if not is_finished(s, ws)]
+    pipeline_job = None
+    if cfg.pipelines:  # checked before any training: needs the held-out test cases
+        from nnunet_ext.cascade.compare import benchmark_pipeline_job
+
+        pipeline_job = benchmark_pipeline_job(cfg, folders, eval_set, workdir)
     log(f"{len(specs)} runs ({len(arms)} trainers x {len(cfg.folds)} folds), {len(specs) - len(todo)} already "
         f"finished; evaluating on the {eval_set} cases")
     executor = make_executor(cfg, workdir / "submitit")
@@ -475,9 +530,16 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     costs = cost_outcome.result or {}
     if cost_outcome.error:
         failures["cost measurement"] = cost_outcome.error
+    if pipeline_job is not None:
+        from nnunet_ext.cascade.compare import run_pipeline_job
+
+        log(f"pipelines {', '.join(pipeline_job.settings.pipelines)} (docs/cascade.md), one job")
+        [outcome] = submit_all(executor, run_pipeline_job, [pipeline_job], 1, gpu_slots[:1] if gpu_slots else None)
+        if outcome.error:
+            failures["pipelines"] = outcome.error
 
     report_dir = Path(cfg.report_dir) if cfg.report_dir else workdir / "report"
-    report = write_report(cfg, specs, folders, costs, failures, report_dir)
+    report = write_report(cfg, specs, folders, costs, failures, report_dir, resenc_choice=resenc_choice)
     log(f"report: {report}")
     return report
 
@@ -494,6 +556,15 @@ def rewrite_report(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> 
         raise ValueError(f"--report-only needs a finished benchmark in {workdir} (no cost.json there); run the "
                          "benchmark without --report-only first")
     folders = existing_folders(cfg)
+    resenc_choice = None
+    if cfg.resenc == RESENC_NEAREST:
+        from nnunet_ext.benchmark.resenc import ResEncChoice
+
+        cache = workdir / RESENC_CHOICE_FILE
+        if not cache.is_file():
+            raise ValueError(f"--report-only --resenc nearest needs the choice the run made ({cache} is missing)")
+        resenc_choice = ResEncChoice.from_dict(json.loads(cache.read_text())["choice"])
+        cfg = replace(cfg, resenc=resenc_choice.preset)
     try:
         eval_set = resolve_eval_set(cfg, folders)
     except FileNotFoundError as error:
@@ -504,7 +575,7 @@ def rewrite_report(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> 
                 for s in specs if not is_finished(s, ws)}
     costs = json.loads(cost_file.read_text())
     report_dir = Path(cfg.report_dir) if cfg.report_dir else workdir / "report"
-    report = write_report(cfg, specs, folders, costs, failures, report_dir)
+    report = write_report(cfg, specs, folders, costs, failures, report_dir, resenc_choice=resenc_choice)
     log(f"report rewritten from {workdir} ({len(specs) - len(failures)} of {len(specs)} runs finished): {report}")
     return report
 
@@ -519,5 +590,5 @@ def training_timing(spec: RunSpec, ws: NnUNetWorkspace) -> Optional[dict]:
 
 
 __all__ = ["Arm", "BenchmarkConfig", "RunSpec", "WorkspaceFolders", "JobOutcome", "CostJob", "VANILLA",
-           "DEFAULT_PLANS", "RESENC_PRESETS", "is_finished", "execute_run", "make_executor", "submit_all",
-           "prepare_workspace", "plan_runs", "measure_costs", "run_benchmark", "CommandFailed"]
+           "DEFAULT_PLANS", "RESENC_PRESETS", "RESENC_NEAREST", "is_finished", "execute_run", "make_executor",
+           "submit_all", "prepare_workspace", "resolve_resenc", "plan_runs", "measure_costs", "run_benchmark", "CommandFailed"]

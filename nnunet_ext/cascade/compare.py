@@ -19,6 +19,16 @@ from nnunet_ext.cascade.predict import NnUNetModel, StepCost, predict_cascade, r
 from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
 
 PIPELINES = ("single_stage", "cascade", "segmentor_without_crop", "detector_segmentor")
+BENCHMARK_FOLDER = "pipelines"  # under the benchmark's workdir: comparison.json and the predictions
+
+
+def check_pipelines(names) -> tuple:
+    """The pipeline names, validated; ``all`` stands for every pipeline."""
+    names = tuple(dict.fromkeys(PIPELINES if "all" in names else names))
+    unknown = sorted(set(names) - set(PIPELINES))
+    if unknown:
+        raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)} or all")
+    return names
 
 
 @dataclass
@@ -33,6 +43,7 @@ class ComparisonSettings:
     organ_channel: bool = True
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipelines: tuple = PIPELINES
+    device: str = "cpu"  # nnUNetv2_train / nnUNetv2_predict -device (the detector is CPU-sized and runs on CPU)
 
 
 def _dice(summary: dict, label: str) -> float:
@@ -52,12 +63,14 @@ def _active_stages(workspace, dataset_id: int, configuration: str) -> str:
     return f"{r}-{config.n_stages} of {config.n_stages} (patch {list(cm.patch_size)})"
 
 
-def _ensure_trained(workspace, dataset_id: int, configuration: str, trainer: str, log) -> float:
+def _ensure_trained(workspace, dataset_id: int, configuration: str, trainer: str, log,
+                    device: str = "cpu") -> Optional[float]:
+    """Train fold 0 unless it is finished; its seconds, or None when an earlier run (e.g. a benchmark arm) did."""
     folder = workspace.model_folder(dataset_id, configuration, trainer) / "fold_0"
     if (folder / "checkpoint_final.pth").is_file():
-        return 0.0
+        return None
     start = time.perf_counter()
-    workspace.train(dataset_id, configuration, 0, trainer)
+    workspace.train(dataset_id, configuration, 0, trainer, "-device", device)
     log(f"trained {trainer} on dataset {dataset_id} ({configuration})")
     return time.perf_counter() - start
 
@@ -78,9 +91,7 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
     Row keys: pipeline, dice_<label name>..., seconds, peak_rss_mib, train_seconds, notes.
     """
     settings = settings or ComparisonSettings()
-    unknown = set(settings.pipelines) - set(PIPELINES)
-    if unknown:
-        raise ValueError(f"unknown pipelines {sorted(unknown)}; choose from {PIPELINES}")
+    check_pipelines(settings.pipelines)
     name = workspace.dataset_name(dataset_id)
     input_dir = Path(input_dir or workspace.raw / name / "imagesTs")
     reference_dir = Path(reference_dir or workspace.raw / name / "labelsTs")
@@ -91,21 +102,24 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
     labels = {k: v for k, v in json.loads((workspace.raw / name / "dataset.json").read_text())["labels"].items()
               if k not in ("background", "ignore")}
 
-    def row(pipeline: str, pred_dir: Path, seconds: float, rss: float, train_seconds: float, notes: str) -> Dict:
+    def row(pipeline: str, pred_dir: Path, seconds: float, rss: float, train_seconds: Optional[float],
+            notes: str) -> Dict:
         summary = workspace.evaluate(dataset_id, reference_dir, pred_dir)
         out = {"pipeline": pipeline}
         for label_name, value in labels.items():
             key = str(value) if not isinstance(value, list) else "(" + ", ".join(map(str, value)) + ")"
             out[f"dice_{label_name}"] = _dice(summary, key)
-        out.update(seconds=round(seconds, 2), peak_rss_mib=round(rss, 1), train_seconds=round(train_seconds, 1),
+        out.update(seconds=round(seconds, 2), peak_rss_mib=round(rss, 1),
+                   train_seconds=round(train_seconds, 1) if train_seconds is not None else "trained earlier",
                    notes=notes)
         log(json.dumps(out))
         return out
 
     rows = []
-    stage1 = NnUNetModel(dataset_id, config, settings.trainer)
+    device = settings.device
+    stage1 = NnUNetModel(dataset_id, config, settings.trainer, device=device)
     if "single_stage" in settings.pipelines or "cascade" in settings.pipelines:
-        train_s = _ensure_trained(workspace, dataset_id, config, settings.trainer, log)
+        train_s = _ensure_trained(workspace, dataset_id, config, settings.trainer, log, device)
         if "single_stage" in settings.pipelines:
             cost = StepCost()
             run_nnunet_predict(workspace, stage1, input_dir, output_root / "single_stage", cost)
@@ -116,16 +130,16 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
                                            jitter_voxels=settings.jitter_voxels, organ_channel=settings.organ_channel)
         prepare_stage2_dataset(workspace.raw, dataset_id, cascade_id, settings=cascade_settings)
         _ensure_preprocessed(workspace, cascade_id, config)
-        train2 = _ensure_trained(workspace, cascade_id, config, settings.trainer, log)
-        result = predict_cascade(workspace, input_dir, output_root / "cascade", NnUNetModel(cascade_id, config, settings.trainer),
-                                 stage1=stage1)
+        train2 = _ensure_trained(workspace, cascade_id, config, settings.trainer, log, device)
+        result = predict_cascade(workspace, input_dir, output_root / "cascade",
+                                 NnUNetModel(cascade_id, config, settings.trainer, device=device), stage1=stage1)
         rows.append(row("cascade", output_root / "cascade", result.seconds, result.peak_rss_mib, train2,
                         f"stage 1 {settings.trainer} + LCC, stage 2 {settings.trainer} on lesion-vs-rest crops"))
     if "segmentor_without_crop" in settings.pipelines:
-        train_s = _ensure_trained(workspace, dataset_id, config, settings.segmentor_trainer, log)
+        train_s = _ensure_trained(workspace, dataset_id, config, settings.segmentor_trainer, log, device)
         cost = StepCost()
-        run_nnunet_predict(workspace, NnUNetModel(dataset_id, config, settings.segmentor_trainer), input_dir,
-                           output_root / "segmentor_without_crop", cost)
+        run_nnunet_predict(workspace, NnUNetModel(dataset_id, config, settings.segmentor_trainer, device=device),
+                           input_dir, output_root / "segmentor_without_crop", cost)
         rows.append(row("segmentor_without_crop", output_root / "segmentor_without_crop", cost.seconds,
                         cost.peak_rss_mib, train_s, "active stages " + _active_stages(workspace, dataset_id, config)))
     if "detector_segmentor" in settings.pipelines:
@@ -137,12 +151,12 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
                                         jitter_voxels=settings.jitter_voxels, organ_channel=False)
         prepare_stage2_dataset(workspace.raw, dataset_id, detector_stage2_id, settings=crop_settings)
         _ensure_preprocessed(workspace, detector_stage2_id, config)
-        train2 = _ensure_trained(workspace, detector_stage2_id, config, settings.segmentor_trainer, log)
+        train2 = _ensure_trained(workspace, detector_stage2_id, config, settings.segmentor_trainer, log, device)
         result = predict_cascade(workspace, input_dir, output_root / "detector_segmentor",
-                                 NnUNetModel(detector_stage2_id, config, settings.segmentor_trainer),
+                                 NnUNetModel(detector_stage2_id, config, settings.segmentor_trainer, device=device),
                                  detector_checkpoint=checkpoint)
         rows.append(row("detector_segmentor", output_root / "detector_segmentor", result.seconds,
-                        result.peak_rss_mib, train2 + detector_seconds,
+                        result.peak_rss_mib, (train2 or 0.0) + detector_seconds,
                         f"detector held-out box IoU {detector_summary['mean_held_out_iou']:.3f}; active stages "
                         + _active_stages(workspace, detector_stage2_id, config)))
     (output_root / "comparison.json").write_text(json.dumps(rows, indent=2))
@@ -159,3 +173,58 @@ def format_rows(rows: List[Dict]) -> str:
         lines.append("| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) and k.startswith("dice")
                                        else str(r[k]) for k in keys) + " |")
     return "\n".join(lines)
+
+
+# -- as part of `nnunet-ext benchmark --pipelines ...` ----------------------------------------------------
+@dataclass(frozen=True)
+class PipelineJob:
+    """compare_pipelines as one benchmark job (picklable for submitit, like the benchmark's cost job)."""
+    folders: object  # nnunet_ext.benchmark.runner.WorkspaceFolders
+    dataset_id: int
+    cascade_id: int
+    detector_stage2_id: int
+    settings: ComparisonSettings
+    output_root: str
+
+
+def benchmark_pipeline_job(cfg, folders, eval_set: str, workdir) -> PipelineJob:
+    """The comparison a benchmark config asks for: its configuration, device and short schedule, fold 0.
+
+    Both nnU-Net trainers get the benchmark's schedule name, so ``single_stage`` (and the cascade's stage 1)
+    is the benchmark's own nnUNetTrainer fold-0 model when fold 0 is benchmarked (not trained twice).
+    """
+    from nnunet_ext.training.schedule import short_schedule_name
+
+    if eval_set != "test":
+        raise ValueError("--pipelines compares on the held-out cases: the dataset needs imagesTs and labelsTs "
+                         "(with --generate: --test-cases N)")
+    ids = tuple(cfg.pipeline_ids) if cfg.pipeline_ids else (cfg.dataset_id + 1, cfg.dataset_id + 2)
+    if len(ids) != 2 or len({cfg.dataset_id, *ids}) != 3:
+        raise ValueError(f"--pipeline-ids takes two new dataset ids (cascade stage 2, detector stage 2), different "
+                         f"from each other and from the dataset {cfg.dataset_id}; got {list(ids)}")
+    schedule = lambda trainer: short_schedule_name(trainer, cfg.epochs, cfg.iterations, cfg.val_iterations)  # noqa
+    settings = ComparisonSettings(configuration=cfg.configuration, trainer=schedule("nnUNetTrainer"),
+                                  segmentor_trainer=schedule("StageSkippingSegmentorTrainer"),
+                                  pipelines=check_pipelines(cfg.pipelines), device=cfg.device)
+    return PipelineJob(folders, int(cfg.dataset_id), int(ids[0]), int(ids[1]), settings,
+                       str(Path(workdir) / BENCHMARK_FOLDER))
+
+
+def run_pipeline_job(job: PipelineJob) -> List[Dict]:
+    """Train what is missing, predict and evaluate every pipeline; rows also go to <output_root>/comparison.json."""
+    return compare_pipelines(job.folders.open(), job.dataset_id, job.cascade_id, job.detector_stage2_id, job.settings,
+                             output_root=job.output_root)
+
+
+def pipelines_section(workdir, pipelines) -> List[str]:
+    """The benchmark report's section: the rows compare_pipelines wrote under ``workdir``."""
+    path = Path(workdir) / BENCHMARK_FOLDER / "comparison.json"
+    out = ["## Pipelines: single stage vs two-stage ROI (multi-stage paper Table 3 layout)", "",
+           "Every pipeline trained with nnUNetv2_train (fold 0, the benchmark's schedule), predicted on the held-out "
+           "cases and scored by nnUNetv2_evaluate_folder (Dice per label). `seconds` = wall time of the whole "
+           "pipeline for all held-out cases (every nnUNetv2_predict call included); `peak_rss_mib` = peak resident "
+           "memory of the largest process involved; `segmentor_without_crop` = Table 3 \"w/o crop\", "
+           "`detector_segmentor` = \"with crop\". See docs/cascade.md.", ""]
+    if not path.is_file():
+        return out + [f"No results for {', '.join(pipelines)} ({path} missing; see Failed runs)."]
+    return out + [format_rows(json.loads(path.read_text()))]

@@ -38,6 +38,7 @@ class NnUNetModel:
     trainer: str
     plans: str = "nnUNetPlans"
     folds: Tuple[int, ...] = (0,)
+    device: str = "cpu"  # nnUNetv2_predict -device
 
 
 @dataclass
@@ -113,13 +114,13 @@ def measured_run(env: dict, args: Sequence[str]) -> Tuple[str, float, float]:
 
 
 def predict_args(workspace, model: NnUNetModel, input_dir, output_dir) -> List[str]:
-    """The nnUNetv2_predict call of ``workspace.predict`` (CPU, one process each)."""
+    """The nnUNetv2_predict call of ``workspace.predict`` (one process each, on the model's device)."""
     from nnunet_ext.workspace import BIN
 
     exe = BIN / "nnUNetv2_predict"
     return [str(exe) if exe.exists() else "nnUNetv2_predict", "-i", str(input_dir), "-o", str(output_dir),
             "-d", str(model.dataset_id), "-c", model.configuration, "-tr", model.trainer, "-p", model.plans,
-            "-f", *map(str, model.folds), "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+            "-f", *map(str, model.folds), "-device", model.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"]
 
 
 def run_nnunet_predict(workspace, model: NnUNetModel, input_dir, output_dir, cost: StepCost) -> None:

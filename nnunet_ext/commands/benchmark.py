@@ -25,7 +25,7 @@ def _key_value(text: str):
 
 def add_parser(subparsers):
     from nnunet_ext.benchmark.ablations import ABLATIONS
-    from nnunet_ext.benchmark.runner import EVAL_SETS, EXECUTORS, RESENC_PRESETS, BenchmarkConfig
+    from nnunet_ext.benchmark.runner import EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS, BenchmarkConfig
 
     d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
     p = subparsers.add_parser("benchmark", help="train trainers and vanilla nnU-Net on the same folds; compare accuracy "
@@ -37,8 +37,14 @@ def add_parser(subparsers):
     g.add_argument("-tr", "--trainers", nargs="*", default=[],
                    help="trainers to compare; nnUNetTrainer is always included")
     g.add_argument("--ablation", choices=sorted(ABLATIONS), help="add a preset matrix of trainers and its table")
-    g.add_argument("--resenc", choices=sorted(RESENC_PRESETS),
-                   help="also train nnUNetTrainer on nnU-Net's ResEnc preset plans (memory-matched baseline)")
+    g.add_argument("--resenc", choices=[*sorted(RESENC_PRESETS), RESENC_NEAREST],
+                   help="also train nnUNetTrainer on nnU-Net's ResEnc preset plans (memory-matched baseline); "
+                        "'nearest': the preset whose estimated training memory is nearest to the largest trainer's")
+    g.add_argument("--pipelines", nargs="+", default=[], metavar="PIPELINE",
+                   help="also compare whole pipelines on the test cases (docs/cascade.md): single_stage, cascade, "
+                        "segmentor_without_crop, detector_segmentor, or all")
+    g.add_argument("--pipeline-ids", type=int, nargs=2, metavar=("CASCADE_ID", "DETECTOR_ID"),
+                   help="new dataset ids for the two stage-2 crop datasets (default: -d + 1 and + 2)")
     g.add_argument("-f", "--folds", nargs="+", type=_fold, default=[0])
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--iterations", type=int, default=d.iterations, help="training iterations per epoch")
@@ -108,6 +114,7 @@ def config_from_args(args, argv=None):
         slurm_qos=args.slurm_qos, mem_gb=args.mem_gb, slurm_additional=dict(args.slurm_extra),
         cost_repeats=args.cost_repeats, cost_cases=args.cost_cases, cost_threads=args.cost_threads,
         nsd_tolerance_mm=args.nsd_tolerance, ablation=args.ablation, plots_overlay_cases=args.overlay_cases,
+        pipelines=tuple(args.pipelines), pipeline_ids=args.pipeline_ids,
         report_dir=args.report_dir, report_only=args.report_only,
         command_line=command_line([a for a in (sys.argv[2:] if argv is None else argv) if a != "--report-only"]))
 
