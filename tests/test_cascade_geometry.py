@@ -140,3 +140,48 @@ def test_prepare_writes_crops_with_geometry_labels_and_organ_channel(tmp_path):
     assert meta["cascade"]["margin"] == 2 and meta["numTraining"] == 2
     with pytest.raises(ValueError, match="own id"):
         prepare_stage2_dataset(tmp_path, 11, 11, settings=settings)
+
+
+def test_prepare_from_detector_boxes_crops_where_the_detector_points(tmp_path, monkeypatch):
+    # the detector stands in with fixed raw-array boxes per case; margin 2 voxels, no jitter:
+    # case 0: (1, 3, 4)-(9, 15, 20) -> (0, 1, 2)-(11, 17, 22); case 1 touches the far border -> clipped to (12, 24, 24)
+    from nnunet_ext.cascade import detector as detector_module
+    from nnunet_ext.data.phantoms import generate_dataset
+
+    generate_dataset(tmp_path, 11, "Src", num_cases=2, shape=(12, 24, 24), spacing=(3.0, 1.0, 1.0), seed=0)
+    detected = {"src_000": Box((1, 3, 4), (9, 15, 20)), "src_001": Box((5, 10, 10), (12, 23, 24))}
+    calls = []
+
+    def fake_detect(detector, meta, files, preprocessed_root):
+        calls.append((meta["name"], str(preprocessed_root)))
+        return detected[files[0].name[:-len("_0000.nii.gz")]]
+
+    monkeypatch.setattr(detector_module, "load_detector", lambda checkpoint: ("net", {"name": str(checkpoint)}))
+    monkeypatch.setattr(detector_module, "detect_raw_case", fake_detect)
+    settings = CascadeSettings(target="all", organ_channel=False, margin=2, margin_unit="voxels", region_source="detector")
+    out = prepare_stage2_dataset(tmp_path, 11, 12, settings=settings, detector_checkpoint="det.pt",
+                                 preprocessed_root=tmp_path / "pre")
+    assert out.name == "Dataset012_SrcStage2AllDetector" and calls == [("det.pt", str(tmp_path / "pre"))] * 2
+    src = tmp_path / "Dataset011_Src"
+    for case, expected in (("src_000", Box((0, 1, 2), (11, 17, 22))), ("src_001", Box((3, 8, 8), (12, 24, 24)))):
+        full = sitk.ReadImage(str(src / "imagesTr" / f"{case}_0000.nii.gz"))
+        assert box_of_crop(full, sitk.ReadImage(str(out / "imagesTr" / f"{case}_roi0_0000.nii.gz"))) == expected
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case}.nii.gz")))
+        crop_labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / f"{case}_roi0.nii.gz")))
+        np.testing.assert_array_equal(crop_labels, labels[expected.slices])  # target 'all': source labels
+    import json
+    assert json.loads((out / "dataset.json").read_text())["cascade"]["region_source"] == "detector"
+
+
+def test_detector_region_source_refuses_what_it_cannot_do(tmp_path):
+    with pytest.raises(ValueError, match="target 'all' and one copy"):
+        CascadeSettings(target="lesion", region_source="detector").validate()
+    with pytest.raises(ValueError, match="target 'all' and one copy"):
+        CascadeSettings(target="all", organ_channel=False, copies=2, region_source="detector").validate()
+    with pytest.raises(ValueError, match="region source must be one of"):
+        CascadeSettings(region_source="atlas").validate()
+    with pytest.raises(ValueError, match="needs the detector checkpoint"):
+        prepare_stage2_dataset(tmp_path, 11, 12, settings=CascadeSettings(target="all", organ_channel=False,
+                                                                           region_source="detector"))
+    with pytest.raises(ValueError, match="region source is 'ground_truth'"):
+        prepare_stage2_dataset(tmp_path, 11, 12, detector_checkpoint="det.pt")

@@ -5,6 +5,11 @@ and ours, trains on it unchanged. Training regions are the ground-truth region's
 by a few voxels (stage 1's boxes at inference are never exact), plus the margin. The settings are stored in
 the new dataset.json under ``"cascade"`` so that prediction crops exactly like training did.
 
+Two region sources for the training crops: ``ground_truth`` (default, as above) and ``detector``: the boxes a
+trained slice-box detector finds on each raw training case (plus the margin, no jitter), so that stage 2
+of the detector pipeline trains on the regions it will see at inference (the multi-stage paper fine-tunes
+its segmentor on detector ROIs). Needs target ``all``.
+
 Two targets:
 - ``lesion`` (ELANRes paper, organ -> lesion): labels background / lesion, optional extra input channel
   with the organ mask (ground truth here, stage 1's prediction at inference; channel name ``noNorm`` so
@@ -27,6 +32,7 @@ from nnunet_ext.cascade.roi import MARGIN_UNITS, Box, bounding_box, crop_image, 
 
 PREPARE_TAG = "nnunet_ext.cascade.prepare"
 TARGETS = ("lesion", "all")
+REGION_SOURCES = ("ground_truth", "detector")
 ORGAN_CHANNEL_NAME = "noNorm"
 FILE_ENDING = ".nii.gz"
 
@@ -45,6 +51,7 @@ class CascadeSettings:
     organ_channel: bool = True
     source_dataset: str = ""
     num_source_channels: int = 1
+    region_source: str = "ground_truth"  # where the training crops' boxes come from (REGION_SOURCES)
 
     def validate(self) -> "CascadeSettings":
         if self.target not in TARGETS:
@@ -61,6 +68,11 @@ class CascadeSettings:
             raise ValueError("target 'lesion' needs lesion_labels")
         if self.target == "all" and self.organ_channel:
             raise ValueError("the organ channel is for target 'lesion' (the detector pipeline has no organ mask)")
+        if self.region_source not in REGION_SOURCES:
+            raise ValueError(f"region source must be one of {REGION_SOURCES}, got {self.region_source!r}")
+        if self.region_source == "detector" and (self.target != "all" or self.copies != 1):
+            raise ValueError("detector training crops are for the detector pipeline: target 'all' and one copy per "
+                             f"case (detector boxes are not jittered), got target {self.target!r}, {self.copies} copies")
         self.region_labels = [int(v) for v in self.region_labels]
         self.lesion_labels = [int(v) for v in self.lesion_labels]
         return self
@@ -159,9 +171,27 @@ def _prepare_target(raw_root: Path, target_id: int, name: str) -> Path:
 
 
 def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int, name: Optional[str] = None,
-                           settings: Optional[CascadeSettings] = None, seed: int = 0) -> Path:
-    """Write ``Dataset{target_id}_{name}`` with crops of the source's training cases; return its folder."""
+                           settings: Optional[CascadeSettings] = None, seed: int = 0, detector_checkpoint=None,
+                           preprocessed_root: str | Path | None = None) -> Path:
+    """Write ``Dataset{target_id}_{name}`` with crops of the source's training cases; return its folder.
+
+    ``settings.region_source == "detector"`` needs ``detector_checkpoint`` and nnU-Net's preprocessed folder
+    (``preprocessed_root``, default $nnUNet_preprocessed), whose plans the detector preprocesses with.
+    """
     settings = settings or CascadeSettings()
+    detector = None
+    if settings.region_source == "detector":
+        import os
+
+        from nnunet_ext.cascade.detector import load_detector
+
+        preprocessed_root = preprocessed_root or os.environ.get("nnUNet_preprocessed")
+        if detector_checkpoint is None or not preprocessed_root:
+            raise ValueError("region source 'detector' needs the detector checkpoint (--detector) and nnU-Net's "
+                             "preprocessed folder (set nnUNet_preprocessed)")
+        detector, detector_meta = load_detector(detector_checkpoint)
+    elif detector_checkpoint is not None:
+        raise ValueError("a detector checkpoint was given but the region source is 'ground_truth'")
     raw_root = Path(raw_root)
     if int(source_id) == int(target_id):
         raise ValueError(f"the stage-2 dataset needs its own id, not the source's ({source_id})")
@@ -172,7 +202,8 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
     settings.num_source_channels = num_channels
     settings.validate()
     ending = source_json["file_ending"]
-    name = name or f"{source.name.split('_', 1)[1]}Stage2{settings.target.capitalize()}"
+    name = name or f"{source.name.split('_', 1)[1]}Stage2{settings.target.capitalize()}" + \
+        ("Detector" if detector is not None else "")
     out = _prepare_target(raw_root, target_id, name)
     labels_json, regions_order, source_ignore = stage2_labels(source_json, settings)
 
@@ -187,8 +218,15 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
         if not region.any():
             skipped.append(case)
             continue
-        for copy in range(settings.copies):
-            box = region_box(region, spacing_zyx, settings, rng)
+        if detector is not None:  # the box stage 2 will get at inference (predict_cascade does the same)
+            from nnunet_ext.cascade.detector import detect_raw_case
+
+            files = [source / "imagesTr" / f"{case}_{c:04d}{ending}" for c in range(num_channels)]
+            boxes = [expand_box(detect_raw_case(detector, detector_meta, files, preprocessed_root),
+                                margin_in_voxels(settings.margin, spacing_zyx, settings.margin_unit), labels.shape)]
+        else:
+            boxes = [region_box(region, spacing_zyx, settings, rng) for _ in range(settings.copies)]
+        for copy, box in enumerate(boxes):
             identifier = f"{case}_roi{copy}"
             write_stage2_case(images, region if settings.organ_channel else None, box, out / "imagesTr", identifier)
             stage2 = sitk.GetImageFromArray(stage2_label_map(labels, settings, source_ignore).astype(np.uint8))

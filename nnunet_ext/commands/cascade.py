@@ -21,6 +21,10 @@ def add_parser(subparsers):
     prep.add_argument("--jitter", type=int, default=2, help="max voxels each box face moves in training crops (default 2)")
     prep.add_argument("--copies", type=int, default=1, help="jittered crops per training case (default 1)")
     prep.add_argument("--no-organ-channel", action="store_true", help="do not add the organ mask as an input channel")
+    prep.add_argument("--region-source", default="ground_truth", choices=("ground_truth", "detector"),
+                      help="ground_truth: jittered ground-truth boxes (default); detector: the boxes the detector "
+                           "(--detector) finds on each training case, as at inference (needs --target all)")
+    prep.add_argument("--detector", metavar="CHECKPOINT", help="`nnunet-ext detector train`'s detector.pt")
     prep.add_argument("--seed", type=int, default=0)
     prep.set_defaults(func=run_prepare)
 
@@ -59,8 +63,10 @@ def run_prepare(args):
         raise SystemExit("nnunet-ext cascade prepare: set nnUNet_raw")
     settings = CascadeSettings(region_labels=args.region_labels, lesion_labels=args.lesion_labels, target=args.target,
                                margin=args.margin, margin_unit=args.margin_unit, jitter_voxels=args.jitter,
-                               copies=args.copies, organ_channel=not args.no_organ_channel and args.target == "lesion")
-    print(prepare_stage2_dataset(raw, args.source, args.target_id, args.name, settings, args.seed))
+                               copies=args.copies, organ_channel=not args.no_organ_channel and args.target == "lesion",
+                               region_source=args.region_source)
+    print(prepare_stage2_dataset(raw, args.source, args.target_id, args.name, settings, args.seed,
+                                 detector_checkpoint=args.detector))
 
 
 def run_predict(args):
