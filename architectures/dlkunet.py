@@ -12,9 +12,8 @@ per-stage kernel sizes and (anisotropic) strides, so nnU-Net's plans can drive i
 """
 from __future__ import annotations
 
-import pydoc
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -25,8 +24,8 @@ from dynamic_network_architectures.building_blocks.helper import (
     get_matching_pool_op)
 
 from nnunet_ext.registry import register
-
-ConvOp = Union[Type[nn.Conv2d], Type[nn.Conv3d], str]
+from nnunet_ext_architectures.blocks import (ConvOp, DeepSupervisionDecoder, SkipEncoder, plans_stage_kwargs,
+                                             unet_stage_arguments)
 
 # Table 1 of the paper: the presets differ in the number of resolution stages; C = 96 doubles per stage.
 PAPER_PRESETS = {"S": 3, "M": 4, "L": 5}
@@ -37,30 +36,6 @@ PAPER_GFLOPS = {"S": 15.95, "M": 22.84, "L": 29.64}
 
 # Keys of the constructor that name a class (for nnU-Net plans' ``_kw_requires_import``).
 REQUIRES_IMPORT = ("conv_op",)
-
-
-def resolve_conv_op(conv_op: ConvOp) -> Type[nn.Module]:
-    """Accept a conv class or its dotted name (as written in nnU-Net plans)."""
-    resolved = pydoc.locate(conv_op) if isinstance(conv_op, str) else conv_op
-    if resolved not in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-        raise ValueError(f"conv_op must be torch.nn.Conv2d or torch.nn.Conv3d (or its dotted name), got {conv_op!r}")
-    return resolved
-
-
-def per_stage_tuples(value, n_stages: int, dim: int, name: str) -> List[Tuple[int, ...]]:
-    """Normalise an int / per-axis list / per-stage list into ``n_stages`` tuples of ``dim`` ints."""
-    if isinstance(value, int):
-        value = [value] * n_stages
-    value = list(value)
-    if len(value) != n_stages:
-        raise ValueError(f"{name} must have one entry per stage ({n_stages}), got {len(value)}")
-    out = []
-    for stage, v in enumerate(value):
-        v = (int(v),) * dim if isinstance(v, int) else tuple(int(i) for i in v)
-        if len(v) != dim or min(v) < 1:
-            raise ValueError(f"{name}[{stage}] must be {dim} positive ints, got {v}")
-        out.append(v)
-    return out
 
 
 @dataclass(frozen=True)
@@ -129,7 +104,7 @@ class EBlock(nn.Module):
         return self.attention(x)
 
 
-class DLKEncoder(nn.Module):
+class DLKEncoder(SkipEncoder):
     """Stage 0 lifts the input to C channels; every later stage is max-pool then EBlock (DLKBlock)."""
 
     def __init__(self, conv_op, input_channels: int, features: Sequence[int], kernel_sizes, strides,
@@ -147,13 +122,6 @@ class DLKEncoder(nn.Module):
         self.strides = list(strides)
         self.kernel_sizes = list(kernel_sizes)
         self.conv_op = conv_op
-
-    def forward(self, x) -> List[torch.Tensor]:
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
 
 
 def pad_to(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -185,7 +153,7 @@ class DecoderFusionBlock(nn.Module):
         return self.block(torch.cat([skip, up], dim=1))
 
 
-class DLKDecoder(nn.Module):
+class DLKDecoder(DeepSupervisionDecoder):
     """DFBs from the bottleneck up; one 1x1 head per stage (the last is the paper's reprojection layer).
 
     Heads exist whether or not ``deep_supervision`` is on, so the state_dict never depends on it.
@@ -204,15 +172,8 @@ class DLKDecoder(nn.Module):
         self.seg_layers = nn.ModuleList(heads)
         self.deep_supervision = deep_supervision
 
-    def forward(self, skips: List[torch.Tensor]):
-        x = skips[-1]
-        outputs = []
-        for i, (stage, head) in enumerate(zip(self.stages, self.seg_layers)):
-            x = stage(x, skips[-(i + 2)])
-            if self.deep_supervision or i == len(self.stages) - 1:
-                outputs.append(head(x))
-        outputs = outputs[::-1]  # nnU-Net order: full resolution first
-        return outputs if self.deep_supervision else outputs[0]
+    def fuse(self, i: int, below: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.stages[i](below, skip)
 
 
 @register("architecture")
@@ -224,23 +185,13 @@ class DLKUNet(nn.Module):
                  kernel_sizes=3, strides=None, attention_kernel: int = 5, attention_spatial_kernel: int = 7,
                  attention_dilation: int = 3, attention_residual: bool = True):
         super().__init__()
-        conv_op = resolve_conv_op(conv_op)
-        dim = convert_conv_op_to_dim(conv_op)
-        if n_stages < 2:
-            raise ValueError(f"DLKUNet needs at least 2 stages (one downsampling), got n_stages={n_stages}")
-        if isinstance(features_per_stage, int):
-            features_per_stage = [features_per_stage * 2 ** i for i in range(n_stages)]
-        if len(features_per_stage) != n_stages:
-            raise ValueError(f"features_per_stage needs {n_stages} entries, got {list(features_per_stage)}")
-        if strides is None:
-            strides = [1] + [2] * (n_stages - 1)
-        kernel_sizes = per_stage_tuples(kernel_sizes, n_stages, dim, "kernel_sizes")
-        strides = per_stage_tuples(strides, n_stages, dim, "strides")
+        conv_op, dim, features_per_stage, kernel_sizes, strides = unet_stage_arguments(
+            "DLKUNet", conv_op, n_stages, features_per_stage, kernel_sizes, strides)
         if any(k % 2 == 0 for ks in kernel_sizes for k in ks):
             raise ValueError(f"kernel_sizes must be odd (same padding), got {kernel_sizes}")
         attention = LargeKernelConfig(attention_kernel, attention_spatial_kernel, attention_dilation,
                                       attention_residual)
-        self.encoder = DLKEncoder(conv_op, input_channels, list(features_per_stage), kernel_sizes, strides, attention)
+        self.encoder = DLKEncoder(conv_op, input_channels, features_per_stage, kernel_sizes, strides, attention)
         self.decoder = DLKDecoder(self.encoder, num_classes, deep_supervision, attention)
 
     def forward(self, x):
@@ -285,16 +236,4 @@ def dlkunet_kwargs_from_configuration(configuration_manager, preset: Optional[st
     dim = len(configuration_manager.patch_size)
     if preset is not None:
         return paper_preset_kwargs(preset, dim)
-    arch = configuration_manager.network_arch_init_kwargs
-    missing = [k for k in ("n_stages", "features_per_stage", "kernel_sizes", "strides") if k not in arch]
-    if missing:
-        raise ValueError(f"plans architecture kwargs lack {missing}; cannot derive a plans-driven DLKUNet")
-    n = int(arch["n_stages"]) if max_stages is None else min(int(arch["n_stages"]), int(max_stages))
-    conv_op = convert_dim_to_conv_op(dim)
-    return {
-        "n_stages": n,
-        "features_per_stage": [int(f) for f in arch["features_per_stage"][:n]],
-        "conv_op": f"{conv_op.__module__}.{conv_op.__name__}",
-        "kernel_sizes": [list(map(int, k)) for k in arch["kernel_sizes"][:n]],
-        "strides": [list(map(int, s)) for s in arch["strides"][:n]],
-    }
+    return plans_stage_kwargs(configuration_manager, "DLKUNet", max_stages)

@@ -22,10 +22,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynamic_network_architectures.building_blocks.helper import (
-    convert_conv_op_to_dim, convert_dim_to_conv_op, get_matching_batchnorm, get_matching_convtransp)
+    convert_conv_op_to_dim, get_matching_batchnorm, get_matching_convtransp)
 
 from nnunet_ext.registry import register
-from nnunet_ext_architectures.dlkunet import ConvOp, per_stage_tuples, resolve_conv_op
+from nnunet_ext_architectures.blocks import (ConvOp, DeepSupervisionDecoder, SkipEncoder, plans_stage_kwargs,
+                                             unet_stage_arguments)
 
 REQUIRES_IMPORT = ("conv_op",)
 MSCA_STRIP_LENGTHS = (7, 11, 21)
@@ -240,7 +241,7 @@ class MSCAConfig:
         raise ValueError(f"msca_axes must be 'all' or 'inplane', got {self.axes!r}")
 
 
-class ELANResEncoder(nn.Module):
+class ELANResEncoder(SkipEncoder):
     def __init__(self, conv_op, input_channels, features, kernel_sizes, strides, feature_sizes, msca: MSCAConfig):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
@@ -254,15 +255,8 @@ class ELANResEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.output_channels, self.strides, self.kernel_sizes, self.conv_op = list(features), strides, kernel_sizes, conv_op
 
-    def forward(self, x):
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
 
-
-class ELANResDecoder(nn.Module):
+class ELANResDecoder(DeepSupervisionDecoder):
     """Transposed conv up, concat skip, ELANResBlock; a 1x1 head per stage (heads always exist)."""
 
     def __init__(self, encoder: ELANResEncoder, num_classes: int, deep_supervision: bool):
@@ -278,15 +272,8 @@ class ELANResDecoder(nn.Module):
             self.seg_layers.append(conv_op(feats[s - 1], num_classes, 1))
         self.deep_supervision = deep_supervision
 
-    def forward(self, skips):
-        x, outputs = skips[-1], []
-        last = len(self.stages) - 1
-        for i, (up, stage, head) in enumerate(zip(self.upsample, self.stages, self.seg_layers)):
-            x = stage(torch.cat([skips[-(i + 2)], up(x)], dim=1))
-            if self.deep_supervision or i == last:
-                outputs.append(head(x))
-        outputs = outputs[::-1]
-        return outputs if self.deep_supervision else outputs[0]
+    def fuse(self, i: int, below: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.stages[i](torch.cat([skip, self.upsample[i](below)], dim=1))
 
 
 @register("architecture")
@@ -298,16 +285,8 @@ class ELANResMSCAUNet(nn.Module):
                  kernel_sizes=3, strides=None, patch_size: Optional[Sequence[int]] = None,
                  msca_stages: Optional[Sequence[int]] = None, msca_axes: str = "all", mlp_ratio: float = 2.0):
         super().__init__()
-        conv_op = resolve_conv_op(conv_op)
-        dim = convert_conv_op_to_dim(conv_op)
-        if n_stages < 2:
-            raise ValueError(f"ELANResMSCAUNet needs at least 2 stages, got n_stages={n_stages}")
-        if isinstance(features_per_stage, int):
-            features_per_stage = [features_per_stage * 2 ** i for i in range(n_stages)]
-        if len(features_per_stage) != n_stages:
-            raise ValueError(f"features_per_stage needs {n_stages} entries, got {list(features_per_stage)}")
-        strides = per_stage_tuples([1] + [2] * (n_stages - 1) if strides is None else strides, n_stages, dim, "strides")
-        kernel_sizes = per_stage_tuples(kernel_sizes, n_stages, dim, "kernel_sizes")
+        conv_op, dim, features_per_stage, kernel_sizes, strides = unet_stage_arguments(
+            "ELANResMSCAUNet", conv_op, n_stages, features_per_stage, kernel_sizes, strides)
         if msca_stages is None:  # every stage but the full-resolution one (the most expensive, least context)
             msca_stages = tuple(range(1, n_stages))
         bad = [s for s in msca_stages if not 0 <= s < n_stages]
@@ -321,7 +300,7 @@ class ELANResMSCAUNet(nn.Module):
             feature_sizes = [[max(1, int(p) // int(c)) for p, c in zip(patch_size, cum)] for cum in cumulative]
         msca = MSCAConfig(tuple(int(s) for s in msca_stages), msca_axes, mlp_ratio)
         msca.axes_for(dim)  # validates msca_axes early
-        self.encoder = ELANResEncoder(conv_op, input_channels, list(features_per_stage), kernel_sizes, strides,
+        self.encoder = ELANResEncoder(conv_op, input_channels, features_per_stage, kernel_sizes, strides,
                                       feature_sizes, msca)
         self.decoder = ELANResDecoder(self.encoder, num_classes, deep_supervision)
 
@@ -348,19 +327,6 @@ def elanres_kwargs_from_configuration(configuration_manager, msca_axes: str = "a
 
     Depth, widths, kernel sizes and strides are the plans'; the patch size clips the MSCA kernels.
     """
-    arch = configuration_manager.network_arch_init_kwargs
-    missing = [k for k in ("n_stages", "features_per_stage", "kernel_sizes", "strides") if k not in arch]
-    if missing:
-        raise ValueError(f"plans architecture kwargs lack {missing}; cannot derive ELANResMSCAUNet kwargs")
-    dim = len(configuration_manager.patch_size)
-    n = int(arch["n_stages"]) if max_stages is None else min(int(arch["n_stages"]), int(max_stages))
-    conv_op = convert_dim_to_conv_op(dim)
-    return {
-        "n_stages": n,
-        "features_per_stage": [int(f) for f in arch["features_per_stage"][:n]],
-        "conv_op": f"{conv_op.__module__}.{conv_op.__name__}",
-        "kernel_sizes": [list(map(int, k)) for k in arch["kernel_sizes"][:n]],
-        "strides": [list(map(int, s)) for s in arch["strides"][:n]],
-        "patch_size": [int(p) for p in configuration_manager.patch_size],
-        "msca_axes": msca_axes,
-    }
+    return {**plans_stage_kwargs(configuration_manager, "ELANResMSCAUNet", max_stages),
+            "patch_size": [int(p) for p in configuration_manager.patch_size],
+            "msca_axes": msca_axes}
