@@ -211,7 +211,7 @@ def test_report_only_trains_nothing_and_lists_unfinished_runs(tmp_path, no_nnune
     (tmp_path / "cost.json").write_text(json.dumps({VANILLA: {"parameters": 7}}))
     seen = {}
 
-    def write_report(cfg, specs, folders, costs, failures, out_dir):
+    def write_report(cfg, specs, folders, costs, failures, out_dir, resenc_choice=None):
         seen.update(costs=costs, failures=failures, out_dir=out_dir, runs=len(specs))
         return out_dir / "report.md"
     monkeypatch.setattr("nnunet_ext.benchmark.report.write_report", write_report)

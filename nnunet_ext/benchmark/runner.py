@@ -591,4 +591,5 @@ def training_timing(spec: RunSpec, ws: NnUNetWorkspace) -> Optional[dict]:
 
 __all__ = ["Arm", "BenchmarkConfig", "RunSpec", "WorkspaceFolders", "JobOutcome", "CostJob", "VANILLA",
            "DEFAULT_PLANS", "RESENC_PRESETS", "RESENC_NEAREST", "is_finished", "execute_run", "make_executor",
-           "submit_all", "prepare_workspace", "resolve_resenc", "plan_runs", "measure_costs", "run_benchmark", "CommandFailed"]
+           "submit_all", "prepare_workspace", "resolve_resenc", "plan_runs", "measure_costs", "run_benchmark",
+           "CommandFailed"]

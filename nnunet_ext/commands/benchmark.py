@@ -25,7 +25,8 @@ def _key_value(text: str):
 
 def add_parser(subparsers):
     from nnunet_ext.benchmark.ablations import ABLATIONS
-    from nnunet_ext.benchmark.runner import EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS, BenchmarkConfig
+    from nnunet_ext.benchmark.runner import (EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS,
+                                             BenchmarkConfig)
 
     d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
     p = subparsers.add_parser("benchmark", help="train trainers and vanilla nnU-Net on the same folds; compare accuracy "
