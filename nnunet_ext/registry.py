@@ -34,13 +34,22 @@ def first_doc_line(obj) -> str:
 
 
 def register(kind: str, name: str | None = None) -> Callable:
-    """Class/function decorator: record the object in the catalogue under ``kind``."""
+    """Class/function decorator: record the object in the catalogue under ``kind``.
+
+    A name already taken by another object is an error (the catalogue would silently list only one);
+    the same ``module.qualname`` registering again (a module re-imported or reloaded) replaces its entry.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown catalogue kind {kind!r}; expected one of {KINDS}")
 
     def deco(obj):
         entry_name = name or obj.__name__
-        _ENTRIES[kind][entry_name] = Entry(kind, entry_name, first_doc_line(obj), f"{obj.__module__}.{obj.__qualname__}")
+        dotted_path = f"{obj.__module__}.{obj.__qualname__}"
+        existing = _ENTRIES[kind].get(entry_name)
+        if existing is not None and existing.dotted_path != dotted_path:
+            raise ValueError(f"{kind} name {entry_name!r} is registered twice: by {existing.dotted_path} and by "
+                             f"{dotted_path}; give one of them another name (register({kind!r}, name=...))")
+        _ENTRIES[kind][entry_name] = Entry(kind, entry_name, first_doc_line(obj), dotted_path)
         return obj
 
     return deco

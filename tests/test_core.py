@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_ext import registry
 from nnunet_ext.paths import env_with_trainers, trainers_dir
 from nnunet_ext.training.base import nnunet_deep_supervision_weights
 from nnunet_ext.training.schedule import SHORT_NAME, make_short_schedule_trainer, short_schedule_name
@@ -106,6 +107,43 @@ def test_cli_lists_every_kind_and_our_trainers():
         assert header in out.stdout
     for trainer in ("ESUNetDWDTrainer", "ESUNetDWDRSSTrainer", "UNet3PlusTrainer", "nnUNetTrainerDWDRSS"):
         assert f"  {trainer} " in out.stdout
+
+
+def _loss_class(doc):
+    """A fresh class object with the same module and qualname on every call, as a module reload makes."""
+    class Loss:
+        pass
+    Loss.__doc__ = doc
+    return Loss
+
+
+def test_register_refuses_a_name_taken_by_another_class_but_allows_a_reload(monkeypatch):
+    monkeypatch.setattr(registry, "_ENTRIES", {k: {} for k in registry.KINDS})
+    first = registry.register("loss")(_loss_class("first version"))
+    # the same module.qualname again (module reloaded): replaces the entry, no error
+    again = registry.register("loss")(_loss_class("reloaded version"))
+    assert again is not first
+    assert [(e.name, e.summary) for e in registry._ENTRIES["loss"].values()] == [("Loss", "reloaded version")]
+
+    class Loss:  # another class with the same name (qualname ends in this test function)
+        """impostor"""
+    with pytest.raises(ValueError) as err:
+        registry.register("loss")(Loss)
+    message = str(err.value)
+    assert f"{first.__module__}.{first.__qualname__}" in message
+    assert f"{Loss.__module__}.{Loss.__qualname__}" in message
+    assert registry._ENTRIES["loss"]["Loss"].summary == "reloaded version"  # the refused class left no trace
+    # an explicit name collides the same way; another kind is a separate namespace
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("loss", name="Loss")(_make_other())
+    registry.register("transform")(Loss)
+    assert registry._ENTRIES["transform"]["Loss"].dotted_path.endswith("<locals>.Loss")
+
+
+def _make_other():
+    class Other:
+        pass
+    return Other
 
 
 def test_cli_trainers_dir_prints_the_folder():
