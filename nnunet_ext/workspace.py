@@ -16,6 +16,15 @@ from typing import Callable, Iterable, Optional
 from nnunet_ext.paths import trainers_dir
 
 BIN = Path(sys.executable).parent
+# what nnUNetv2_train / nnUNetv2_predict accept for -device (a GPU id is chosen with CUDA_VISIBLE_DEVICES)
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one nnU-Net accepts; expected one of {DEVICES} "
+                         f"(pick a GPU with CUDA_VISIBLE_DEVICES, not 'cuda:1')")
+    return device
 
 
 class CommandFailed(RuntimeError):
@@ -92,17 +101,19 @@ class NnUNetWorkspace:
 
     # -- training and inference ------------------------------------------------------------------
     def train(self, dataset_id: int, configuration: str, fold, trainer: str, *extra: str,
-              plans: str = "nnUNetPlans", **kw) -> str:
+              plans: str = "nnUNetPlans", device: str = "cpu", **kw) -> str:
+        """nnUNetv2_train on ``device`` ("cpu", "cuda" or "mps"); a "-device" in ``extra`` comes later and wins."""
         return self.run("nnUNetv2_train", dataset_id, configuration, fold, "-tr", trainer, "-p", plans,
-                        "-device", "cpu", *extra, **kw)
+                        "-device", check_device(device), *extra, **kw)
 
     def model_folder(self, dataset_id: int, configuration: str, trainer: str, plans: str = "nnUNetPlans") -> Path:
         return self.results / self.dataset_name(dataset_id) / f"{trainer}__{plans}__{configuration}"
 
     def predict(self, dataset_id: int, configuration: str, trainer: str, input_dir, output_dir,
-                *extra: str, folds=(0,), plans: str = "nnUNetPlans", **kw) -> str:
+                *extra: str, folds=(0,), plans: str = "nnUNetPlans", device: str = "cpu", **kw) -> str:
+        """nnUNetv2_predict on ``device`` (as :meth:`train`), one process for pre- and one for export."""
         return self.run("nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", dataset_id, "-c",
-                        configuration, "-tr", trainer, "-p", plans, "-f", *folds, "-device", "cpu",
+                        configuration, "-tr", trainer, "-p", plans, "-f", *folds, "-device", check_device(device),
                         "-npp", 1, "-nps", 1, "--disable_progress_bar", *extra, **kw)
 
     def evaluate(self, dataset_id: int, gt_dir, pred_dir, plans: str = "nnUNetPlans") -> dict:

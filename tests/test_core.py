@@ -146,6 +146,28 @@ def _make_other():
     return Other
 
 
+def test_workspace_passes_the_device_to_train_and_predict(tmp_path, monkeypatch):
+    from nnunet_ext.workspace import NnUNetWorkspace
+
+    ws = NnUNetWorkspace(tmp_path)
+    commands = []
+    monkeypatch.setattr(ws, "run", lambda *cmd, **kw: commands.append([str(c) for c in cmd]))
+
+    def device_of(cmd):
+        return cmd[len(cmd) - 1 - cmd[::-1].index("-device") + 1]  # argparse: the last -device wins
+
+    ws.train(7, "2d", 0, "nnUNetTrainer")
+    ws.train(7, "2d", 0, "nnUNetTrainer", device="cuda")
+    ws.predict(7, "2d", "nnUNetTrainer", tmp_path / "in", tmp_path / "out")
+    ws.predict(7, "2d", "nnUNetTrainer", tmp_path / "in", tmp_path / "out", device="mps")
+    ws.train(7, "2d", 0, "nnUNetTrainer", "-device", "cuda")  # callers that pass it in extra still win
+    assert [(c[0], device_of(c)) for c in commands] == [
+        ("nnUNetv2_train", "cpu"), ("nnUNetv2_train", "cuda"), ("nnUNetv2_predict", "cpu"),
+        ("nnUNetv2_predict", "mps"), ("nnUNetv2_train", "cuda")]
+    with pytest.raises(ValueError, match="'cuda:1' is not one nnU-Net accepts"):
+        ws.train(7, "2d", 0, "nnUNetTrainer", device="cuda:1")
+
+
 def test_cli_trainers_dir_prints_the_folder():
     out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "trainers-dir"], capture_output=True, text=True)
     assert out.stdout.strip() == trainers_dir()
