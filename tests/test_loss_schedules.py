@@ -211,3 +211,23 @@ def test_phase_learning_rate_option():
     scheduler.step(10)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.01 * 0.5 ** 0.9)
     assert math.isclose(scheduler.lr_at(9), 0.01 * 0.55 ** 0.9)
+
+
+def test_phase_learning_rate_after_resume_matches_uninterrupted():
+    """nnU-Net --c builds a fresh optimizer and scheduler and calls step(current_epoch): the phase rate must
+    not depend on the steps taken before (the scheduler's counter starts at 0 again)."""
+    def fresh():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        return optimizer, PhaseLRScheduler(optimizer, 0.01, 20, boundary_epoch=10)
+
+    uninterrupted, scheduler = fresh()
+    rates = {}
+    for epoch in range(20):
+        scheduler.step(epoch)
+        rates[epoch] = uninterrupted.param_groups[0]["lr"]
+    for resume_epoch in (7, 10, 19):
+        resumed, scheduler = fresh()
+        scheduler.step(resume_epoch)
+        assert resumed.param_groups[0]["lr"] == rates[resume_epoch]
+    # epoch 10 (first of the second phase): 0.01 * 0.01 * (1 - 10 / 20)^0.9 = 1e-4 * 0.535887
+    assert rates[10] == pytest.approx(1e-4 * 0.535887, rel=1e-5)
