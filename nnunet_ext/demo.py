@@ -70,16 +70,28 @@ class Progress:
 
 def count_parameters(workspace: NnUNetWorkspace, dataset_id: int, configuration: str, trainer: str,
                      plans: str = "nnUNetPlans") -> int:
-    """Parameters of the network the trainer builds for these plans (the inference form)."""
-    import os
+    """Parameters of the network the trainer builds for these plans (the inference form).
 
-    from nnunet_ext.benchmark.cost import load_trainer_context
+    nnU-Net's trainer lookup prints every folder it searches (its ``verbose`` is hard-coded on); that
+    output is swallowed here so the demo's progress stays readable, and shown only if the lookup fails.
+    """
+    import contextlib
+    import io
+    import os
+    import sys
+
+    from nnunet_ext.benchmark import cost
 
     old = os.environ.get("nnUNet_extTrainer")
     os.environ["nnUNet_extTrainer"] = workspace.env["nnUNet_extTrainer"]
+    lookup_output = io.StringIO()
     try:
-        trainer_class, plans_manager, configuration_manager, n_in, n_out = load_trainer_context(
-            workspace.preprocessed / workspace.dataset_name(dataset_id), plans, configuration, trainer)
+        with contextlib.redirect_stdout(lookup_output):
+            trainer_class, plans_manager, configuration_manager, n_in, n_out = cost.load_trainer_context(
+                workspace.preprocessed / workspace.dataset_name(dataset_id), plans, configuration, trainer)
+    except Exception:
+        sys.stderr.write(lookup_output.getvalue())
+        raise
     finally:
         if old is None:
             os.environ.pop("nnUNet_extTrainer")

@@ -168,6 +168,39 @@ def test_workspace_passes_the_device_to_train_and_predict(tmp_path, monkeypatch)
         ws.train(7, "2d", 0, "nnUNetTrainer", device="cuda:1")
 
 
+def test_demo_parameter_count_keeps_nnunet_lookup_lines_off_stdout(tmp_path, monkeypatch, capsys):
+    from torch import nn
+
+    from nnunet_ext import demo
+    from nnunet_ext.benchmark import cost
+    from nnunet_ext.workspace import NnUNetWorkspace
+
+    ws = NnUNetWorkspace(tmp_path)
+    (ws.preprocessed / "Dataset123_Tiny").mkdir()
+
+    class Trainer:
+        @staticmethod
+        def build_network_architecture(plans_manager, configuration_manager, n_in, n_out, deep_supervision):
+            return nn.Conv3d(n_in, n_out, 3)  # 2 x 3 x 27 weights + 3 biases = 165
+
+    def lookup(folder, plans, configuration, trainer):
+        print(f"Searching in: {folder}")  # what nnU-Net's recursive_find_trainer_class_by_name prints
+        return Trainer, None, None, 2, 3
+
+    monkeypatch.setattr(cost, "load_trainer_context", lookup)
+    assert demo.count_parameters(ws, 123, "3d_fullres", "Trainer") == 165
+    assert capsys.readouterr().out == ""
+
+    def failing_lookup(*args):
+        print("Searching in: /nowhere")
+        raise RuntimeError("Could not find requested nnunet trainer")
+
+    monkeypatch.setattr(cost, "load_trainer_context", failing_lookup)
+    with pytest.raises(RuntimeError, match="Could not find"):
+        demo.count_parameters(ws, 123, "3d_fullres", "Missing")
+    assert capsys.readouterr().err == "Searching in: /nowhere\n"  # kept for the failure's diagnosis
+
+
 def test_cli_trainers_dir_prints_the_folder():
     out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "trainers-dir"], capture_output=True, text=True)
     assert out.stdout.strip() == trainers_dir()
