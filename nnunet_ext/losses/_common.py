@@ -5,9 +5,25 @@ rejects the same bad input with the same message and pools over the batch (and D
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
+from torch import nn
+
+
+class SoftLossBase(nn.Module):
+    """The settings of nnU-Net's soft Dice (``MemoryEfficientSoftDiceLoss``), so every soft loss is a drop-in for it."""
+
+    def __init__(self, apply_nonlin: Optional[Callable] = None, batch_dice: bool = False, do_bg: bool = True,
+                 smooth: float = 1e-5, ddp: bool = True):
+        super().__init__()
+        if smooth < 0:
+            raise ValueError(f"{type(self).__name__} smooth must be >= 0, got {smooth}")
+        self.apply_nonlin = apply_nonlin
+        self.batch_dice = batch_dice
+        self.do_bg = do_bg
+        self.smooth = float(smooth)
+        self.ddp = ddp
 
 
 def target_as_one_hot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

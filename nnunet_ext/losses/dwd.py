@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from torch import nn
 
-from nnunet_ext.losses._common import check_loss_mask, pool_over_batch, target_as_one_hot
+from nnunet_ext.losses._common import SoftLossBase, check_loss_mask, pool_over_batch, target_as_one_hot
 from nnunet_ext.registry import register
 
 WEIGHTINGS = ("corrected", "printed", "none")
@@ -33,7 +32,7 @@ def dwd_weights(intersect: torch.Tensor, sum_pred: torch.Tensor, sum_gt: torch.T
 
 
 @register("loss")
-class DynamicallyWeightedDiceLoss(nn.Module):
+class DynamicallyWeightedDiceLoss(SoftLossBase):
     """ES-UNet's Dynamically Weighted Dice loss (Eq. 3-5), per class, a drop-in for nnU-Net's soft Dice."""
 
     def __init__(self, apply_nonlin: Optional[Callable] = None, batch_dice: bool = False, do_bg: bool = True,
@@ -45,16 +44,9 @@ class DynamicallyWeightedDiceLoss(nn.Module):
         as nnU-Net's Dice). ``detach_weights``: w_P, w_R re-weight each step but get no gradient.
         The loss is 1 - mean over classes of the (weighted) Dice ratio, so it lies in [0, 1].
         """
-        super().__init__()
+        super().__init__(apply_nonlin, batch_dice, do_bg, smooth, ddp)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"DWD weighting {weighting!r} is unknown; expected one of {WEIGHTINGS}")
-        if smooth < 0:
-            raise ValueError(f"DWD smooth must be >= 0, got {smooth}")
-        self.apply_nonlin = apply_nonlin
-        self.batch_dice = batch_dice
-        self.do_bg = do_bg
-        self.smooth = float(smooth)
-        self.ddp = ddp
         self.weighting = weighting
         self.squared = squared
         self.detach_weights = detach_weights

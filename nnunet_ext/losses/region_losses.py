@@ -18,23 +18,12 @@ from torch import nn
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunet_ext.losses._common import check_loss_mask, pool_over_batch, target_as_one_hot
+from nnunet_ext.losses._common import SoftLossBase, check_loss_mask, pool_over_batch, target_as_one_hot
 from nnunet_ext.registry import register
 
 
-class SoftRegionLoss(nn.Module):
+class SoftRegionLoss(SoftLossBase):
     """Base of the soft region losses: probabilities, one-hot, mask, per-class sums, DDP, class mean."""
-
-    def __init__(self, apply_nonlin: Optional[Callable] = None, batch_dice: bool = False, do_bg: bool = True,
-                 smooth: float = 1e-5, ddp: bool = True):
-        super().__init__()
-        if smooth < 0:
-            raise ValueError(f"smooth must be >= 0, got {smooth}")
-        self.apply_nonlin = apply_nonlin
-        self.batch_dice = batch_dice
-        self.do_bg = do_bg
-        self.smooth = float(smooth)
-        self.ddp = ddp
 
     def statistics(self, p: torch.Tensor, g: torch.Tensor, axes: tuple,
                    mask: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
