@@ -1,11 +1,13 @@
-"""End to end through the real nnU-Net CLI: the loss-schedule trainers train, predict, log the weights
-their schedule prescribes at every epoch, and ``--c`` resumes the schedule where it stopped."""
+"""End to end through the real nnU-Net CLI: every loss trainer of the losses issue (nnU-Net's network,
+DLKUNet-L, ELANRes-MSCA-UNet) trains, predicts, logs the weights its schedule prescribes at every epoch,
+``--c`` resumes the schedule where it stopped, and the losses train on region-based and ignore-label data."""
+import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from e2e_utils import NnUNetWorkspace
 from nnunet_ext.losses.schedules import DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, SigmoidDiceCESchedule
@@ -23,15 +25,16 @@ DS_LINE = re.compile(r"deep supervision weights \(epoch (\d+)\): ([\d. ]+)")
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     ws = NnUNetWorkspace(tmp_path_factory.mktemp("losses2"))
-    ws.generate(DATASET, name="LossPhantom", num_cases=5, shape=(16, 48, 48), spacing=(3.0, 1.0, 1.0),
+    # 2d patch 32 x 32: the smallest nnU-Net plans here, and still divisible by DLKUNet-L's total stride 16
+    ws.generate(DATASET, name="LossPhantom", num_cases=5, shape=(16, 32, 32), spacing=(3.0, 1.0, 1.0),
                 num_test_cases=1, seed=3)
     ws.plan_and_preprocess(DATASET, configurations=("2d",))
     return ws
 
 
-def logged(ws, trainer, fold, pattern=LOSS_LINE):
+def logged(ws, trainer, fold, pattern=LOSS_LINE, dataset=DATASET):
     """{epoch: logged weights} from every training log of the run (later logs win), and the logs' texts."""
-    folder = ws.model_folder(DATASET, "2d", trainer) / f"fold_{fold}"
+    folder = ws.model_folder(dataset, "2d", trainer) / f"fold_{fold}"
     texts = [p.read_text() for p in sorted(folder.glob("training_log_*.txt"))]
     values = {}
     for text in texts:
@@ -55,27 +58,52 @@ def expected_loss_weights(schedule):
     return {e: tuple(round(w, 6) for w in schedule.weights(e, EPOCHS)) for e in range(EPOCHS)}
 
 
-@pytest.mark.parametrize("trainer, schedule", [
-    ("nnUNetTrainerPhaseLoss_test", PhaseDiceCESchedule()),
-    ("nnUNetTrainerDynamicLoss_test", SigmoidDiceCESchedule()),
-])
-def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule):
+def final_checkpoint(ws, trainer, fold=0, dataset=DATASET):
+    folder = ws.model_folder(dataset, "2d", trainer) / f"fold_{fold}"
+    return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+
+
+def assert_decaying_deep_supervision(weights):
+    """Logged weights of a 4-epoch run with one decay per epoch (the test trainers' EVERY_EPOCH)."""
+    assert sorted(weights) == list(range(EPOCHS))
+    schedule = DecayingDeepSupervisionSchedule(period_epochs=1)
+    for epoch, ds_weights in weights.items():
+        # 1 on full resolution, 0.4 * 0.8^epoch on every lower one: 0.4, 0.32, 0.256, 0.2048
+        assert ds_weights[0] == 1.0 and len(ds_weights) >= 2
+        assert ds_weights[1:] == pytest.approx([schedule.alpha(epoch)] * (len(ds_weights) - 1), abs=1e-6)
+
+
+# nnU-Net's poly rate 0.01 (1 - e / 4)^0.9, x0.01 from the phase boundary (epoch 2) on:
+# 0.75^0.9 = 0.771890, 0.5^0.9 = 0.535887, 0.25^0.9 = 0.287175
+PHASE_LRS = [0.01, 0.01 * 0.771890, 1e-4 * 0.535887, 1e-4 * 0.287175]
+
+
+# trainer, its Dice/CE schedule, a state_dict key only its network has (None: nnU-Net's PlainConvUNet)
+DICE_CE_RUNS = [
+    ("nnUNetTrainerPhaseLoss_test", PhaseDiceCESchedule(), None),
+    ("nnUNetTrainerDynamicLoss_test", SigmoidDiceCESchedule(), None),
+    ("DLKUNetLPhaseLossTrainer_test", PhaseDiceCESchedule(), "encoder.stages.4.1.attention.spatial.weight"),
+    ("DLKUNetLDynamicLossTrainer_test", SigmoidDiceCESchedule(), "encoder.stages.4.1.attention.spatial.weight"),
+]
+
+
+@pytest.mark.parametrize("trainer, schedule, key", DICE_CE_RUNS, ids=[r[0] for r in DICE_CE_RUNS])
+def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule, key):
     train_and_predict(workspace, trainer, tmp_path)
     weights, _ = logged(workspace, trainer, 0)
     # phase: epochs 0, 1 at (0.6, 0.4), epochs 2, 3 at (0.7, 0.3); sigmoid: k = 20 / 4 = 5, x0 = 2
     assert weights == expected_loss_weights(schedule)
+    network = final_checkpoint(workspace, trainer)["network_weights"]
+    if key is None:
+        assert any(k.startswith("encoder.stages.") for k in network) and not any("attention" in k for k in network)
+    else:  # DLKUNet-L: five stages, the last one's large-kernel attention
+        assert key in network and "encoder.stages.5.0.attention.spatial.weight" not in network
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerDecayingDS_test", "ELANResMSCAUNetPaperLossTrainer_test"])
 def test_decaying_deep_supervision_trainers(workspace, tmp_path, trainer):
     train_and_predict(workspace, trainer, tmp_path)
-    weights, _ = logged(workspace, trainer, 0, DS_LINE)
-    assert sorted(weights) == list(range(EPOCHS))
-    schedule = DecayingDeepSupervisionSchedule(period_epochs=1)
-    for epoch, ws_weights in weights.items():
-        # 1 on full resolution, 0.4 * 0.8^epoch on every lower one: 0.4, 0.32, 0.256, 0.2048
-        assert ws_weights[0] == 1.0 and len(ws_weights) >= 2
-        assert ws_weights[1:] == pytest.approx([schedule.alpha(epoch)] * (len(ws_weights) - 1), abs=1e-6)
+    assert_decaying_deep_supervision(logged(workspace, trainer, 0, DS_LINE)[0])
 
 
 def test_elanres_loss_trainer(workspace, tmp_path):
@@ -101,3 +129,51 @@ def test_resume_continues_the_schedules(workspace):
         assert after_resume == {2, 3}  # the resumed run picked up at epoch 2 ...
         assert resumed == uninterrupted  # ... with exactly the uninterrupted run's weights
         assert resumed[2] != resumed[0]  # and the schedule really moved
+
+
+# ---------------------------------------------------------------- region-based and ignore-label data
+VARIANT_DATASETS = {"ignore": 613, "regions_ignore": 614}
+IGNORE = 3  # nnunet_ext.data.phantoms: the ignore label is the highest value
+
+
+@pytest.fixture(scope="module", params=list(VARIANT_DATASETS))
+def variant_workspace(request, tmp_path_factory):
+    """As tests/test_e2e_foundation.py::test_label_variants_train_and_predict: sparse annotation with an ignore
+    label (softmax, CE with ignore_index), and overlapping regions (sigmoid, BCE) with the ignore label too."""
+    variant = request.param
+    ws = NnUNetWorkspace(tmp_path_factory.mktemp(f"losses2_{variant}"))
+    dataset = VARIANT_DATASETS[variant]
+    ws.generate(dataset, name=f"LossPhantom{variant.title().replace('_', '')}", num_cases=5, shape=(16, 32, 32),
+                label_variant=variant, num_test_cases=1, seed=2)
+    ws.plan_and_preprocess(dataset, configurations=("2d",))
+    return ws, variant, dataset
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerPhaseLossPhaseLR_test", "nnUNetTrainerELANResLossDecayingDS_test"])
+def test_losses_on_regions_and_ignore_label(variant_workspace, tmp_path, trainer):
+    """A Dice/CE schedule (with the phase learning rate) and the ELANRes family with decaying deep supervision.
+
+    These two trainers are covered here only: the schedule checks do not depend on the label variant."""
+    ws, variant, dataset = variant_workspace
+    raw = ws.raw / ws.dataset_name(dataset)
+    labels = json.loads((raw / "dataset.json").read_text())["labels"]
+    assert labels["ignore"] == IGNORE and isinstance(labels["organ"], list) == variant.startswith("regions")
+
+    ws.train(dataset, "2d", 0, trainer)
+    checkpoint = final_checkpoint(ws, trainer, dataset=dataset)
+    train_losses = np.array(checkpoint["logging"]["train_losses"])
+    assert len(train_losses) == EPOCHS and np.isfinite(train_losses).all()
+    assert np.isfinite(checkpoint["logging"]["val_losses"]).all()
+    if trainer.startswith("nnUNetTrainerPhaseLoss"):
+        assert logged(ws, trainer, 0, dataset=dataset)[0] == expected_loss_weights(PhaseDiceCESchedule())
+        assert checkpoint["logging"]["lrs"] == pytest.approx(PHASE_LRS, rel=1e-5)
+    else:
+        # Dice + Tversky + (B)CE are each >= 0 and the masked terms stay finite: the loss is positive
+        assert (train_losses > 0).all()
+        assert_decaying_deep_supervision(logged(ws, trainer, 0, DS_LINE, dataset=dataset)[0])
+
+    out = tmp_path / "pred"
+    ws.predict(dataset, "2d", trainer, raw / "imagesTs", out, "--disable_tta")
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*.nii.gz")))))
+    # nnU-Net never predicts the ignore label; regions are painted back to labels 1 (organ), 2 (lesion)
+    assert set(np.unique(prediction).tolist()) <= {0, 1, 2}
