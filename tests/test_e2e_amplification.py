@@ -1,4 +1,5 @@
-"""End-to-end: STS-Net amplification trainers through the real nnU-Net CLI (tiny 2D data, short schedule)."""
+"""End-to-end: STS-Net amplification trainers through the real nnU-Net CLI (tiny data, short schedules):
+nnU-Net's network on 2d (methods 4 and 3), STS-Net on 2d and STS-Net 2.5D on 3d_fullres (method 4)."""
 import json
 import re
 
@@ -15,7 +16,7 @@ def workspace(tmp_path_factory):
     ws = NnUNetWorkspace(tmp_path_factory.mktemp("amplify"))
     ws.generate(DATASET_ID, name="AmplifyE2E", num_cases=4, shape=(8, 48, 48), spacing=(3.0, 1.0, 1.0),
                 num_test_cases=1, seed=0)
-    ws.plan_and_preprocess(DATASET_ID, configurations=("2d",))
+    ws.plan_and_preprocess(DATASET_ID, configurations=("2d", "3d_fullres"))
     return ws
 
 
@@ -35,17 +36,23 @@ def test_lesion_stats_command_computes_and_caches(workspace):
     assert lesion_stats(workspace) == summary and cache.stat().st_mtime_ns == mtime  # reused, not rewritten
 
 
-@pytest.mark.parametrize("trainer, method, copies", [("nnUNetTrainerAmplify_test", 4, 5),
-                                                     ("nnUNetTrainerAmplifyM3_test", 3, 8)])
-def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer, method, copies):
+@pytest.mark.parametrize("trainer, configuration, method, copies", [
+    ("nnUNetTrainerAmplify_test", "2d", 4, 5),
+    ("nnUNetTrainerAmplifyM3_test", "2d", 3, 8),
+    ("STSNetAmplifyTrainer_test", "2d", 4, 5),
+    # 2.5D: slice statistics on the 3d_fullres data; at spacing (3, 1, 1) nnU-Net resamples neither
+    # configuration, so its slices are the 2d data's and the logged N1/N2/Q must equal the 2d summary's
+    ("STSNet25DAmplifyTrainer_test", "3d_fullres", 4, 5),
+])
+def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer, configuration, method, copies):
     summary = lesion_stats(workspace)
-    workspace.train(DATASET_ID, "2d", "all", trainer)
-    folder = workspace.model_folder(DATASET_ID, "2d", trainer) / "fold_all"
+    workspace.train(DATASET_ID, configuration, "all", trainer)
+    folder = workspace.model_folder(DATASET_ID, configuration, trainer) / "fold_all"
     assert (folder / "checkpoint_final.pth").is_file()
     log = "\n".join(p.read_text() for p in folder.glob("training_log_*.txt"))
-    line = re.search(r"amplification \(method (\d).*?qualifying Q=(\d+), copies per image (\d+), "
+    line = re.search(r"amplification \(method (\d), unit image, 2D, .*?qualifying Q=(\d+), copies per image (\d+), "
                      r"amplified draw probability ([0-9.]+)", log)
-    assert line, "the trainer did not log its amplification plan"
+    assert line, "the trainer did not log its 2D amplification plan"
     assert int(line[1]) == method and int(line[3]) == copies
     assert f"N1={summary['N1']}, N2={summary['N2']}" in log  # fold 'all': training cases = all cases
     q = int(line[2])
@@ -53,5 +60,6 @@ def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer,
     assert float(line[4]) == pytest.approx(copies * q / (summary["num_images"] + copies * q), abs=1e-4)
     out = tmp_path / "pred"
     raw = workspace.raw / workspace.dataset_name(DATASET_ID)
-    workspace.predict(DATASET_ID, "2d", trainer, raw / "imagesTs", out, folds=("all",))
+    extra = ("--disable_tta",) if configuration == "3d_fullres" else ()
+    workspace.predict(DATASET_ID, configuration, trainer, raw / "imagesTs", out, *extra, folds=("all",))
     assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
