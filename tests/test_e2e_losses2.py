@@ -54,8 +54,8 @@ def train_and_predict(ws, trainer, tmp_path):
     assert set(labels.tolist()) <= {0, 1, 2}
 
 
-def expected_loss_weights(schedule):
-    return {e: tuple(round(w, 6) for w in schedule.weights(e, EPOCHS)) for e in range(EPOCHS)}
+def expected_loss_weights(schedule, epochs=EPOCHS):
+    return {e: tuple(round(w, 6) for w in schedule.weights(e, epochs)) for e in range(epochs)}
 
 
 def final_checkpoint(ws, trainer, fold=0, dataset=DATASET):
@@ -78,21 +78,23 @@ def assert_decaying_deep_supervision(weights):
 PHASE_LRS = [0.01, 0.01 * 0.771890, 1e-4 * 0.535887, 1e-4 * 0.287175]
 
 
-# trainer, its Dice/CE schedule, a state_dict key only its network has (None: nnU-Net's PlainConvUNet)
+# trainer, its Dice/CE schedule, epochs, a state_dict key only its network has (None: nnU-Net's PlainConvUNet).
+# nnUNetTrainerDynamicLoss runs in test_losses_on_regions_and_ignore_label.
+DLK_KEY = "encoder.stages.4.1.attention.spatial.weight"
 DICE_CE_RUNS = [
-    ("nnUNetTrainerPhaseLoss_test", PhaseDiceCESchedule(), None),
-    ("nnUNetTrainerDynamicLoss_test", SigmoidDiceCESchedule(), None),
-    ("DLKUNetLPhaseLossTrainer_test", PhaseDiceCESchedule(), "encoder.stages.4.1.attention.spatial.weight"),
-    ("DLKUNetLDynamicLossTrainer_test", SigmoidDiceCESchedule(), "encoder.stages.4.1.attention.spatial.weight"),
+    ("nnUNetTrainerPhaseLoss_test", PhaseDiceCESchedule(), EPOCHS, None),
+    ("DLKUNetLPhaseLossTrainer_test", PhaseDiceCESchedule(), 2, DLK_KEY),
+    ("DLKUNetLDynamicLossTrainer_test", SigmoidDiceCESchedule(), 2, DLK_KEY),
 ]
 
 
-@pytest.mark.parametrize("trainer, schedule, key", DICE_CE_RUNS, ids=[r[0] for r in DICE_CE_RUNS])
-def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule, key):
+@pytest.mark.parametrize("trainer, schedule, epochs, key", DICE_CE_RUNS, ids=[r[0] for r in DICE_CE_RUNS])
+def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule, epochs, key):
     train_and_predict(workspace, trainer, tmp_path)
     weights, _ = logged(workspace, trainer, 0)
-    # phase: epochs 0, 1 at (0.6, 0.4), epochs 2, 3 at (0.7, 0.3); sigmoid: k = 20 / 4 = 5, x0 = 2
-    assert weights == expected_loss_weights(schedule)
+    # phase, 4 epochs: 0, 1 at (0.6, 0.4), 2, 3 at (0.7, 0.3); 2 epochs: (0.6, 0.4), (0.7, 0.3)
+    # sigmoid, 2 epochs: k = 20 / 2 = 10, x0 = 1: epoch 0 s = 1 / (1 + e^10), epoch 1 s = 0.5 -> (0.65, 0.85)
+    assert weights == expected_loss_weights(schedule, epochs)
     network = final_checkpoint(workspace, trainer)["network_weights"]
     if key is None:
         assert any(k.startswith("encoder.stages.") for k in network) and not any("attention" in k for k in network)
@@ -106,29 +108,21 @@ def test_decaying_deep_supervision_trainers(workspace, tmp_path, trainer):
     assert_decaying_deep_supervision(logged(workspace, trainer, 0, DS_LINE)[0])
 
 
-def test_elanres_loss_trainer(workspace, tmp_path):
-    train_and_predict(workspace, "nnUNetTrainerELANResLoss_test", tmp_path)
-    log = logged(workspace, "nnUNetTrainerELANResLoss_test", 0)[1][-1]
-    losses = [float(v) for v in re.findall(r"train_loss (-?[\d.]+)", log)]
-    # Dice + Tversky + CE are each >= 0, unlike nnU-Net's -Dice + CE: the logged loss is positive
-    assert len(losses) == EPOCHS and all(v > 0 for v in losses)
-
-
 def test_resume_continues_the_schedules(workspace):
+    """Interrupted after epoch 1 and resumed with --c: the resumed process logs epochs 2, 3 only, with the
+    weights the schedules prescribe there, the same values the uninterrupted runs of the other tests log."""
     trainer = "nnUNetTrainerDynamicLossDecayingDS_test"
-    workspace.train(DATASET, "2d", 0, trainer)  # uninterrupted
     with pytest.raises(CommandFailed, match="interrupted on purpose"):
         workspace.train(DATASET, "2d", 1, trainer, env={STOP_ENV: "2"})
     workspace.train(DATASET, "2d", 1, trainer, "--c")
 
     for pattern in (LOSS_LINE, DS_LINE):
-        uninterrupted, _ = logged(workspace, trainer, 0, pattern)
         resumed, texts = logged(workspace, trainer, 1, pattern)
         assert len(texts) == 2  # one log per nnUNetv2_train call
-        after_resume = {int(m[1]) for m in pattern.finditer(texts[-1])}
-        assert after_resume == {2, 3}  # the resumed run picked up at epoch 2 ...
-        assert resumed == uninterrupted  # ... with exactly the uninterrupted run's weights
-        assert resumed[2] != resumed[0]  # and the schedule really moved
+        assert [{int(m[1]) for m in pattern.finditer(t)} for t in texts] == [{0, 1}, {2, 3}]
+        assert resumed[2] != resumed[0]  # the schedule really moved
+    assert logged(workspace, trainer, 1)[0] == expected_loss_weights(SigmoidDiceCESchedule())
+    assert_decaying_deep_supervision(logged(workspace, trainer, 1, DS_LINE)[0])
 
 
 # ---------------------------------------------------------------- region-based and ignore-label data
@@ -136,7 +130,7 @@ VARIANT_DATASETS = {"ignore": 613, "regions_ignore": 614}
 IGNORE = 3  # nnunet_ext.data.phantoms: the ignore label is the highest value
 
 
-@pytest.fixture(scope="module", params=list(VARIANT_DATASETS))
+@pytest.fixture(scope="module")
 def variant_workspace(request, tmp_path_factory):
     """As tests/test_e2e_foundation.py::test_label_variants_train_and_predict: sparse annotation with an ignore
     label (softmax, CE with ignore_index), and overlapping regions (sigmoid, BCE) with the ignore label too."""
@@ -149,11 +143,19 @@ def variant_workspace(request, tmp_path_factory):
     return ws, variant, dataset
 
 
-@pytest.mark.parametrize("trainer", ["nnUNetTrainerPhaseLossPhaseLR_test", "nnUNetTrainerELANResLossDecayingDS_test"])
-def test_losses_on_regions_and_ignore_label(variant_workspace, tmp_path, trainer):
-    """A Dice/CE schedule (with the phase learning rate) and the ELANRes family with decaying deep supervision.
+# Per variant one Dice/CE-schedule trainer and one ELANRes-family trainer; these four trainers are covered
+# here only (the schedule checks do not depend on the label variant).
+VARIANT_RUNS = [
+    ("ignore", "nnUNetTrainerPhaseLossPhaseLR_test"),
+    ("ignore", "nnUNetTrainerELANResLossDecayingDS_test"),
+    ("regions_ignore", "nnUNetTrainerDynamicLoss_test"),
+    ("regions_ignore", "nnUNetTrainerELANResLoss_test"),
+]
 
-    These two trainers are covered here only: the schedule checks do not depend on the label variant."""
+
+@pytest.mark.parametrize("variant_workspace, trainer", VARIANT_RUNS, indirect=["variant_workspace"], scope="module",
+                         ids=[f"{v}-{t}" for v, t in VARIANT_RUNS])
+def test_losses_on_regions_and_ignore_label(variant_workspace, tmp_path, trainer):
     ws, variant, dataset = variant_workspace
     raw = ws.raw / ws.dataset_name(dataset)
     labels = json.loads((raw / "dataset.json").read_text())["labels"]
@@ -167,10 +169,14 @@ def test_losses_on_regions_and_ignore_label(variant_workspace, tmp_path, trainer
     if trainer.startswith("nnUNetTrainerPhaseLoss"):
         assert logged(ws, trainer, 0, dataset=dataset)[0] == expected_loss_weights(PhaseDiceCESchedule())
         assert checkpoint["logging"]["lrs"] == pytest.approx(PHASE_LRS, rel=1e-5)
+    elif trainer.startswith("nnUNetTrainerDynamicLoss"):
+        # sigmoid, 4 epochs: k = 20 / 4 = 5, x0 = 2
+        assert logged(ws, trainer, 0, dataset=dataset)[0] == expected_loss_weights(SigmoidDiceCESchedule())
     else:
-        # Dice + Tversky + (B)CE are each >= 0 and the masked terms stay finite: the loss is positive
+        # Dice + Tversky + (B)CE are each >= 0, unlike nnU-Net's -Dice + CE, and the masked terms stay finite
         assert (train_losses > 0).all()
-        assert_decaying_deep_supervision(logged(ws, trainer, 0, DS_LINE, dataset=dataset)[0])
+        if "DecayingDS" in trainer:
+            assert_decaying_deep_supervision(logged(ws, trainer, 0, DS_LINE, dataset=dataset)[0])
 
     out = tmp_path / "pred"
     ws.predict(dataset, "2d", trainer, raw / "imagesTs", out, "--disable_tta")

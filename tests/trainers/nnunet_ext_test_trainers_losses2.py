@@ -23,10 +23,12 @@ EVERY_EPOCH = DecayingDeepSupervisionSchedule(period_epochs=1)
 class _Short4:
     """Four epochs (two per phase) of one iteration, one validation iteration, a checkpoint every epoch."""
 
+    short_epochs = 4
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 4
+        self.num_epochs = self.short_epochs
         self.num_iterations_per_epoch = 1
         self.num_val_iterations_per_epoch = 1
         self.save_every = 1
@@ -87,8 +89,8 @@ class _NarrowDLKUNet:
 
 
 class DLKUNetLPhaseLossTrainer_test(_Short4, _NarrowDLKUNet, DLKUNetLPhaseLossTrainer):
-    pass
+    short_epochs = 2  # one epoch per phase: DLKUNet processes are the slowest here
 
 
 class DLKUNetLDynamicLossTrainer_test(_Short4, _NarrowDLKUNet, DLKUNetLDynamicLossTrainer):
-    pass
+    short_epochs = 2
