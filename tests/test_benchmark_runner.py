@@ -218,3 +218,16 @@ def test_report_only_trains_nothing_and_lists_unfinished_runs(tmp_path, no_nnune
     assert runner.run_benchmark(cfg, log=lambda _: None) == tmp_path / "report" / "report.md"
     assert no_nnunet == [] and seen["costs"] == {VANILLA: {"parameters": 7}} and seen["runs"] == 4
     assert sorted(seen["failures"]) == [f"{VANILLA} fold 1", "nnUNetTrainerDWD fold 0", "nnUNetTrainerDWD fold 1"]
+
+
+def test_verdict_says_when_holm_correction_removes_a_raw_difference():
+    base = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]
+    three = rows_for({VANILLA: base, **{f"X{i}": [d + 0.01 for d in base] for i in range(3)}})
+    text = "\n".join(accuracy_section(three, [VANILLA, "X0", "X1", "X2"], []))
+    # six positive pairs: exact two-sided Wilcoxon p = 2/64 each; Holm over 3 equal p values: 3 * 2/64
+    line = next(l for l in text.splitlines() if "| X0 |" in l)
+    assert line.rstrip(" |").endswith(f"significantly better (p = {2 / 64:.3g}); not after Holm (p = {3 * 2 / 64:.3g})")
+    assert "After Holm correction for the 3 comparisons: **none is significant**." in text
+    one = rows_for({VANILLA: base, "X0": [d + 0.01 for d in base]})  # one comparison: Holm p = raw p
+    line = next(l for l in "\n".join(accuracy_section(one, [VANILLA, "X0"], [])).splitlines() if "| X0 |" in l)
+    assert "not after Holm" not in line and "significantly better" in line

@@ -104,7 +104,8 @@ def accuracy_section(rows, labels: List[str], classes: List[str]) -> List[str]:
             table.append([f"**{t}** (reference)", _ci(iv), str(iv.n), "-", "-", "-", "reference"])
             continue
         c = tests[t]
-        table.append([t, _ci(iv), str(iv.n), _ci(c.difference_ci), _p(c.p_value), _p(holm[t]), c.verdict])
+        table.append([t, _ci(iv), str(iv.n), _ci(c.difference_ci), _p(c.p_value), _p(holm[t]),
+                      _holm_verdict(c, holm[t])])
     out += _table(["trainer", "Dice [95% CI]", "cases", "ΔDice vs nnU-Net [95% CI]", "Wilcoxon p", "Holm p",
                    "verdict"], table)
     out += ["", "Per class (Dice, mean [95% CI]):", ""]
@@ -139,7 +140,20 @@ def accuracy_section(rows, labels: List[str], classes: List[str]) -> List[str]:
     elif significant:
         out.append("Significant Dice differences before Holm correction: " +
                    ", ".join(f"{t} ({tests[t].verdict})" for t in significant) + ".")
+        after = [t for t in significant if holm[t] < ALPHA]
+        out.append("After Holm correction for the " + f"{len(others)} comparisons: " +
+                   (", ".join(f"{t} (Holm p = {_p(holm[t])})" for t in after) if after else
+                    "**none is significant**") + ".")
     return out
+
+
+def _holm_verdict(test, holm_p: float) -> str:
+    """The raw test's verdict, qualified when the Holm-corrected p no longer clears alpha: a reader should
+    not take a difference as real that the multiple-comparison correction does not support."""
+    significant = math.isfinite(test.p_value) and test.p_value < ALPHA
+    if significant and not (math.isfinite(holm_p) and holm_p < ALPHA):
+        return f"{test.verdict}; not after Holm (p = {_p(holm_p)})"
+    return test.verdict
 
 
 def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
