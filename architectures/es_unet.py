@@ -32,6 +32,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
 from nnunet_ext.registry import register
+from nnunet_ext_architectures.blocks import SkipEncoder
 
 SKIP_CONNECTIONS = ("base", "enc_only", "dec_only", "both")
 VARIANTS = ("es_unet", "unet3plus")
@@ -214,7 +215,7 @@ class FullScaleDecoderStage(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))
 
 
-class FullScaleEncoder(nn.Module):
+class FullScaleEncoder(SkipEncoder):
     """nnU-Net-laid-out encoder: max-pool (kernel = stride) before every stage with a stride > 1, then convs."""
 
     def __init__(self, config: FullScaleUNetConfig, input_channels: int):
@@ -231,13 +232,6 @@ class FullScaleEncoder(nn.Module):
             stages.append(nn.Sequential(pool, convs))
             channels = config.features_per_stage[s]
         self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
 
 
 class FullScaleDecoder(nn.Module):
