@@ -191,23 +191,22 @@ def execute_run(spec: RunSpec) -> dict:
 
     ws = spec.folders.open()
     folder = spec.fold_folder(ws)
-    device = ["-device", spec.device]
     trained = (folder / "checkpoint_final.pth").is_file()
     skipped = is_finished(spec, ws)
     started = time.time()
     if not skipped:
         if not trained:
             resume = ["--c"] if (folder / "checkpoint_latest.pth").is_file() else []
-            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *device, *resume,
-                     plans=spec.arm.plans, timeout=spec.timeout_s)
+            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *resume,
+                     plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
         elif spec.eval_set == "validation":
-            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *device, "--val",
-                     plans=spec.arm.plans, timeout=spec.timeout_s)
+            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, "--val",
+                     plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
         if spec.eval_set == "test":
             raw = ws.raw / ws.dataset_name(spec.dataset_id)
             pred = spec.predictions_folder(ws)
-            ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred, *device,
-                       folds=(spec.fold,), plans=spec.arm.plans, timeout=spec.timeout_s)
+            ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred,
+                       folds=(spec.fold,), plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
             ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
     cases_file = folder / CASES_FILE
     if skipped and cases_file.is_file():

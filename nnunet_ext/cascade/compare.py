@@ -70,7 +70,7 @@ def _ensure_trained(workspace, dataset_id: int, configuration: str, trainer: str
     if (folder / "checkpoint_final.pth").is_file():
         return None
     start = time.perf_counter()
-    workspace.train(dataset_id, configuration, 0, trainer, "-device", device)
+    workspace.train(dataset_id, configuration, 0, trainer, device=device)
     log(f"trained {trainer} on dataset {dataset_id} ({configuration})")
     return time.perf_counter() - start
 
