@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from nnunet_ext.losses.compound import DWD_and_BinaryFocal_loss, DWD_and_Focal_loss
-from nnunet_ext.losses.dwd import DynamicallyWeightedDiceLoss
+from nnunet_ext.losses.dwd import DynamicallyWeightedDiceLoss, dwd_weights
 from nnunet_ext.losses.focal import BinaryFocalLoss, FocalLoss
 from nnunet_ext.registry import entries
 from nnunet_ext.training.base import ExtTrainer
@@ -102,12 +102,24 @@ def test_corrected_never_below_dice_printed_never_above_on_random_soft_predictio
 # ---------------------------------------------------------------- DWD: bounds, empty classes, reduction
 
 def test_clamping_keeps_both_readings_in_unit_interval_for_a_small_confident_miss():
-    # y = [1], p = [.1]: I = .1, P = .01, G = 1 -> C_P = 10, C_R = .1, d = 9.9 clamped to 1 -> w_P = 0, w_R = 2
-    # corrected: 1 - .2/(0*.01 + 2*1) = .9
-    # printed: 2I/(0*1 + 2*.01) = 10 > 1 is capped at 1 -> loss 0 (unclamped, the printed denominator is negative)
+    # y = [1], p = [.1]: I = .1, P = .01, G = 1 -> C_P = 10 clamped to 1, C_R = .1, d = .9 -> w_P = .1, w_R = 1.9
+    # corrected: 1 - .2/(.1*.01 + 1.9*1) = 1 - .2/1.901
+    # printed: 2I/(.1*1 + 1.9*.01) = .2/.119 > 1 is capped at 1 -> loss 0 (unclamped, the printed denominator is negative)
     p, y = probs(.1), probs(1)
-    assert dwd("corrected")(p, y).item() == pytest.approx(0.9, abs=1e-6)
+    assert dwd("corrected")(p, y).item() == pytest.approx(1 - .2 / 1.901, abs=1e-6)
     assert dwd("printed")(p, y).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_prediction_on_all_foreground_keeps_the_false_positive_weight():
+    # Issue 12's example: p = .3 on every voxel of an all-foreground target, n = 10 voxels.
+    # I = 3, P = .9, G = 10 -> C_P = 3.33 clamped to 1, C_R = .3, d = .7 -> w_P = .3, w_R = 1.7.
+    # corrected: 1 - 6/(.3*.9 + 1.7*10) = 1 - 6/17.27 = 0.652577 (Dice: 1 - 6/10.9 = 0.449541).
+    # Clamping d instead (the old rule) gave w_P = 0 and 1 - 6/20 = .7 = 1 - C_R: no false-positive term.
+    p, y = torch.full((1, 1, 10), .3), torch.ones(1, 1, 10)
+    w_p, w_r = dwd_weights(torch.tensor(3.0), torch.tensor(.9), torch.tensor(10.0), smooth=0.0)
+    assert (w_p.item(), w_r.item()) == (pytest.approx(.3, abs=1e-6), pytest.approx(1.7, abs=1e-6))
+    assert dwd("corrected")(p, y).item() == pytest.approx(1 - 6 / 17.27, abs=1e-6)
+    assert dwd("none")(p, y).item() == pytest.approx(1 - 6 / 10.9, abs=1e-6)
 
 
 @pytest.mark.parametrize("weighting", ["corrected", "printed", "none"])
@@ -155,12 +167,13 @@ def test_multi_class_is_the_mean_over_foreground_classes():
     # Two-voxel label map, classes 0..2, do_bg=False -> classes 1 and 2 separately, then averaged.
     # probabilities: voxel 0 = (0, 1, 0), voxel 1 = (0, .5, .5); target [1, 2]
     # class 1: y=[1,0], p=[1,.5]: I=1, P=1.25, G=1, C_P=.8, C_R=1, d=-.2, w_P=1.2, w_R=.8 -> 2/(1.5+.8) = 2/2.3
-    # class 2: y=[0,1], p=[0,.5]: I=.5, P=.25, G=1, C_P=2, C_R=.5, d=1.5->1, w_P=0, w_R=2 -> 1/2
-    # loss = 1 - (2/2.3 + 1/2)/2
+    # class 2: y=[0,1], p=[0,.5]: I=.5, P=.25, G=1, C_P=2->1 (clamped), C_R=.5, d=.5, w_P=.5, w_R=1.5
+    #          -> 1/(.5*.25 + 1.5) = 1/1.625
+    # loss = 1 - (2/2.3 + 1/1.625)/2
     p = torch.tensor([[[0., 0.], [1., .5], [0., .5]]])
     y = torch.tensor([[[1, 2]]])
     loss = DynamicallyWeightedDiceLoss(None, do_bg=False, smooth=0.0, ddp=False)(p, y)
-    assert loss.item() == pytest.approx(1 - (2 / 2.3 + 0.5) / 2, abs=1e-6)
+    assert loss.item() == pytest.approx(1 - (2 / 2.3 + 1 / 1.625) / 2, abs=1e-6)
 
 
 def test_ddp_all_reduce_path_matches_single_process(tmp_path):

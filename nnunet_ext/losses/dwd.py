@@ -24,10 +24,15 @@ WEIGHTINGS = ("corrected", "printed", "none")
 
 
 def dwd_weights(intersect: torch.Tensor, sum_pred: torch.Tensor, sum_gt: torch.Tensor, smooth: float):
-    """(w_P, w_R) of Eq. 4 from the sums; the difference C_P - C_R is clamped to [-1, 1] so both lie in [0, 2]."""
-    c_precision = (intersect + smooth) / (sum_pred + smooth).clamp_min(1e-8)
-    c_recall = (intersect + smooth) / (sum_gt + smooth).clamp_min(1e-8)
-    difference = (c_precision - c_recall).clamp(-1.0, 1.0)
+    """(w_P, w_R) of Eq. 4 from the sums, with C_P and C_R each clamped to [0, 1] first.
+
+    With squared sums C_P = I / sum(p^2) exceeds 1 for soft predictions; clamping the difference instead
+    would set w_P = 0 whenever C_P >= 1 + C_R, removing the false-positive term exactly when predictions are
+    worst. Clamping each coefficient keeps d in [-1, 1], both weights in [0, 2] and both terms alive
+    (docs/dwd_loss.md)."""
+    c_precision = ((intersect + smooth) / (sum_pred + smooth).clamp_min(1e-8)).clamp(0.0, 1.0)
+    c_recall = ((intersect + smooth) / (sum_gt + smooth).clamp_min(1e-8)).clamp(0.0, 1.0)
+    difference = c_precision - c_recall
     return 1.0 - difference, 1.0 + difference
 
 
