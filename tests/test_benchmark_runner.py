@@ -154,9 +154,11 @@ def test_table5_preset_has_the_papers_shape():
     t5 = get_ablation("es_unet_table5")
     assert len(t5.rows) == 12 and len({r.group for r in t5.rows}) == 3
     full = next(r for r in t5.rows if r.trainer == "ESUNetDWDRSSTrainer")
-    assert t5.group_baseline(full).trainer == "ESUNetTrainer" and dict(full.settings) == {"RSS": "✓", "DWD loss": "✓"}
-    assert get_ablation("es_unet_table4").trainers() == ["ESUNetSkipBaseTrainer", "ESUNetSkipEncOnlyTrainer",
-                                                         "ESUNetSkipDecOnlyTrainer", "ESUNetTrainer"]
+    assert t5.group_baseline(full).trainer == "ESUNetFocalDiceTrainer"
+    assert dict(full.settings) == {"RSS": "✓", "DWD loss": "✓"}
+    assert get_ablation("es_unet_table4").trainers() == [
+        "ESUNetSkipBaseFocalDiceTrainer", "ESUNetSkipEncOnlyFocalDiceTrainer", "ESUNetSkipDecOnlyFocalDiceTrainer",
+        "ESUNetFocalDiceTrainer"]
     with pytest.raises(ValueError, match="unknown ablation"):
         get_ablation("table99")
 
@@ -180,12 +182,12 @@ def rows_for(scores_by_trainer):
 
 def test_ablation_table_deltas_against_the_group_base_row():
     base = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]
-    rows = rows_for({"nnUNetTrainer": base, "nnUNetTrainerRSS": [d + 0.01 for d in base],
+    rows = rows_for({"nnUNetTrainerFocalDice": base, "nnUNetTrainerFocalDiceRSS": [d + 0.01 for d in base],
                      "nnUNetTrainerDWD": [d - 0.02 for d in base], "nnUNetTrainerDWDRSS": base})
     text = "\n".join(ablation_section(ES_UNET_TABLE5, rows))
-    line = next(l for l in text.splitlines() if "| nnUNetTrainerRSS |" in l)
+    line = next(l for l in text.splitlines() if "| nnUNetTrainerFocalDiceRSS |" in l)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4] == "76.00" and cells[7] == "+1.00"  # DSC 75 + 1 (%), delta vs nnUNetTrainer
+    assert cells[4] == "76.00" and cells[7] == "+1.00"  # DSC 75 + 1 (%), delta vs nnUNetTrainerFocalDice
     assert cells[9] == f"{2 / 64:.3g}"  # six positive pairs: the exact Wilcoxon p
     dwd = next(l for l in text.splitlines() if "| nnUNetTrainerDWD |" in l)
     assert "| -2.00 |" in dwd

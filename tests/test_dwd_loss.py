@@ -16,7 +16,7 @@ from nnunet_ext.losses.dwd import DynamicallyWeightedDiceLoss, dwd_weights
 from nnunet_ext.losses.focal import BinaryFocalLoss, FocalLoss
 from nnunet_ext.registry import entries
 from nnunet_ext.training.base import ExtTrainer
-from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.dwd import DWDFocalLoss, FocalDiceLoss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
@@ -433,3 +433,22 @@ def test_region_targets_as_bool_int_or_float_give_the_same_loss():
     reference = loss_fn(x, target.float()).item()
     assert loss_fn(x, target).item() == pytest.approx(reference, abs=1e-7)
     assert loss_fn(x, target.to(torch.int16)).item() == pytest.approx(reference, abs=1e-7)
+
+
+class _FocalDiceTrainer(FocalDiceLoss, _ThreeScales, ExtTrainer):
+    pass
+
+
+def test_focal_dice_mixin_is_focal_plus_plain_dice_by_hand():
+    # Two voxels, two classes (background + one), do_bg=False: the Dice term sees class 1 only.
+    # logits (0, 0) and (0, ln 3): p1 = (.5, .75); target [1, 0]
+    # Dice (squared sums): I = .5, P = .25 + .5625 = .8125, G = 1 -> 1 - 1/1.8125
+    # focal (gamma 2): voxel 0 p_t = .5 -> -.25 ln .5; voxel 1 p_t = .25 -> -.5625 ln .25; mean of the two
+    trainer = make_trainer(_FocalDiceTrainer, {"background": 0, "a": 1}, batch_dice=False)
+    loss = trainer.build_segmentation_loss()
+    assert isinstance(loss, DWD_and_Focal_loss) and loss.dc.weighting == "none" and loss.weight_dwd == 1.0
+    loss.dc.smooth = 0.0
+    x = torch.tensor([[[0.0, 0.0], [0.0, math.log(3)]]])
+    y = torch.tensor([[[1, 0]]])
+    focal = (-.25 * math.log(.5) - .5625 * math.log(.25)) / 2
+    assert loss(x, y).item() == pytest.approx(focal + 1 - 1 / 1.8125, abs=1e-5)

@@ -1,10 +1,12 @@
 """ES-UNet paper (BMC Med Imaging 2025) trainers: ES-UNet / 3D UNet 3+ x DWD loss x RSS augmentation.
 
 The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only the network,
-``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling.
+``...FocalDice...`` uses the paper's baseline loss (focal + Dice, Eq. 1-2; its Tables 1-4),
+``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling. Which trainer
+reproduces which table row: docs/es_unet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
-from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.dwd import DWDFocalLoss, FocalDiceLoss
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
 from nnunet_ext.training.rss import RSSAugmentation
 from nnunet_ext.training.schedule import PaperSchedule
@@ -12,6 +14,14 @@ from nnunet_ext.training.schedule import PaperSchedule
 
 class ESUNetTrainer(ESUNetArchitecture, ExtTrainer):
     """ES-UNet network with nnU-Net's loss, augmentation and schedule."""
+
+
+class ESUNetFocalDiceTrainer(FocalDiceLoss, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet with the paper's baseline loss, focal + Dice (Tables 1, 3 'Dice', 4 'Both', 5 first row)."""
+
+
+class ESUNetFocalDiceRSSTrainer(RSSAugmentation, FocalDiceLoss, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet with focal + Dice and Region Specific Scaling (Tables 2 and 5, RSS row)."""
 
 
 class ESUNetDWDTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
@@ -32,6 +42,14 @@ class ESUNetDWDRSSPaperScheduleTrainer(PaperSchedule, ESUNetDWDRSSTrainer):
 
 class UNet3PlusTrainer(UNet3PlusArchitecture, ExtTrainer):
     """3D UNet 3+ baseline network with nnU-Net's loss, augmentation and schedule."""
+
+
+class UNet3PlusFocalDiceTrainer(FocalDiceLoss, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ with the paper's baseline loss, focal + Dice (Tables 1, 3 'Dice', 5 first row)."""
+
+
+class UNet3PlusFocalDiceRSSTrainer(RSSAugmentation, FocalDiceLoss, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ with focal + Dice and Region Specific Scaling (Tables 2 and 5, RSS row)."""
 
 
 class UNet3PlusDWDTrainer(DWDFocalLoss, UNet3PlusArchitecture, ExtTrainer):
@@ -60,5 +78,23 @@ class ESUNetSkipEncOnlyTrainer(ESUNetTrainer):
 
 class ESUNetSkipDecOnlyTrainer(ESUNetTrainer):
     """Table 4 ablation 'Dec-only': same-level + decoder-to-decoder skips."""
+
+    skip_connections = "dec_only"
+
+
+class ESUNetSkipBaseFocalDiceTrainer(FocalDiceLoss, ESUNetArchitecture, ExtTrainer):
+    """Table 4 'Base' as the paper trains it: same-level skips only, focal + Dice."""
+
+    skip_connections = "base"
+
+
+class ESUNetSkipEncOnlyFocalDiceTrainer(FocalDiceLoss, ESUNetArchitecture, ExtTrainer):
+    """Table 4 'Enc-only' as the paper trains it: same-level + encoder-to-decoder skips, focal + Dice."""
+
+    skip_connections = "enc_only"
+
+
+class ESUNetSkipDecOnlyFocalDiceTrainer(FocalDiceLoss, ESUNetArchitecture, ExtTrainer):
+    """Table 4 'Dec-only' as the paper trains it: same-level + decoder-to-decoder skips, focal + Dice."""
 
     skip_connections = "dec_only"

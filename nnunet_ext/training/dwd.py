@@ -1,4 +1,5 @@
-"""Trainer mixin: ES-UNet's focal + alpha * DWD loss in place of nnU-Net's Dice + CE.
+"""Trainer mixins: ES-UNet's focal + alpha * DWD loss (``DWDFocalLoss``) and its focal + Dice baseline
+(``FocalDiceLoss``), in place of nnU-Net's Dice + CE.
 
 Only ``build_segmentation_loss`` changes; ExtTrainer still wraps it in nnU-Net's
 DeepSupervisionWrapper, so regions, the ignore label and deep supervision keep working.
@@ -42,3 +43,12 @@ class DWDFocalLoss:
             batch_dice=self.configuration_manager.batch_dice, ddp=self.is_ddp, weighting=self.dwd_weighting,
             alpha=self.dwd_alpha, gamma=self.focal_gamma, squared=self.dwd_squared,
             detach_weights=self.dwd_detach_weights, smooth=self.dwd_smooth)
+
+
+class FocalDiceLoss(DWDFocalLoss):
+    """Loss mixin: focal (gamma 2) + plain Dice (Eq. 2), the ES-UNet paper's baseline loss (Tables 1-4).
+
+    The same compound as ``DWDFocalLoss`` with unit weights, so a FocalDice trainer and its DWD twin differ
+    in the Dice weighting alone (the paper's Table 3 and 5 comparisons)."""
+
+    dwd_weighting: str = "none"
