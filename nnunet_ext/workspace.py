@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
-from nnunet_ext.paths import trainers_dir
+from nnunet_ext.paths import env_with_trainers, trainers_dir
 
 BIN = Path(sys.executable).parent
 # what nnUNetv2_train / nnUNetv2_predict accept for -device (a GPU id is chosen with CUDA_VISIBLE_DEVICES)
@@ -34,18 +34,33 @@ class CommandFailed(RuntimeError):
 class NnUNetWorkspace:
     """One nnU-Net installation's worth of folders, and the environment that points at them."""
 
-    def __init__(self, root, extra_trainer_dirs: Iterable[str] = (), num_da_processes: int = 0):
-        self.root = Path(root).resolve()
-        self.raw = self.root / "nnUNet_raw"
-        self.preprocessed = self.root / "nnUNet_preprocessed"
-        self.results = self.root / "nnUNet_results"
-        for p in (self.raw, self.preprocessed, self.results):
-            p.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ)
+    def __init__(self, root=None, extra_trainer_dirs: Iterable[str] = (), num_da_processes: int = 0,
+                 folders: Optional[Sequence] = None):
+        """``root``: make ``root/nnUNet_{raw,preprocessed,results}``; or ``folders``: the three the user named
+        (raw, preprocessed, results), used as they are. Nothing is made anywhere else.
+
+        ``nnUNet_extTrainer`` gets our trainers folder first, then ``extra_trainer_dirs``, then the folders the
+        user already had in it (nnU-Net searches them in that order)."""
+        if (root is None) == (folders is None):
+            raise ValueError("give either a workspace root or the three nnU-Net folders, not both or neither")
+        if folders is None:
+            self.root = Path(root).resolve()
+            self.raw, self.preprocessed, self.results = (self.root / n for n in
+                                                         ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
+            for p in (self.raw, self.preprocessed, self.results):
+                p.mkdir(parents=True, exist_ok=True)
+        else:
+            if len(folders) != 3:
+                raise ValueError(f"folders must be (raw, preprocessed, results), got {len(folders)} paths")
+            self.raw, self.preprocessed, self.results = (Path(f).resolve() for f in folders)
+            self.root = self.results  # a default output folder of a command goes inside a folder the user named
+        self.env = env_with_trainers()
+        users = [p for p in self.env["nnUNet_extTrainer"].split(os.pathsep) if p and p != trainers_dir()]
+        extra = [str(Path(d).resolve()) for d in extra_trainer_dirs]
         self.env.update({
             "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
             "nnUNet_results": str(self.results),
-            "nnUNet_extTrainer": os.pathsep.join([trainers_dir(), *map(str, extra_trainer_dirs)]),
+            "nnUNet_extTrainer": os.pathsep.join(dict.fromkeys([trainers_dir(), *extra, *users])),
             "nnUNet_n_proc_DA": str(num_da_processes), "nnUNet_compile": "false", "nnUNet_def_n_proc": "1",
             "PYTHONUNBUFFERED": "1",
         })

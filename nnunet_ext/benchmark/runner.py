@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from nnunet_ext.progress import RunProgress, line_writer, log_name
 from nnunet_ext.training.schedule import TIMING_FILE, short_schedule_name
 from nnunet_ext.workspace import CommandFailed, NnUNetWorkspace
 
@@ -148,13 +148,8 @@ class WorkspaceFolders:
 
     def open(self) -> NnUNetWorkspace:
         """The workspace in the current process (built here so a job takes its own node's environment)."""
-        raw = Path(self.raw)
-        # NnUNetWorkspace makes <root>/nnUNet_{raw,preprocessed,results}; point it at the real three afterwards
-        root = raw.parent if raw.name == "nnUNet_raw" else Path(tempfile.gettempdir()) / "nnunet_ext_workspace"
-        ws = NnUNetWorkspace(root, num_da_processes=self.da_processes)
-        ws.raw, ws.preprocessed, ws.results = Path(self.raw), Path(self.preprocessed), Path(self.results)
-        ws.env.update(nnUNet_raw=self.raw, nnUNet_preprocessed=self.preprocessed, nnUNet_results=self.results)
-        return ws
+        return NnUNetWorkspace(folders=(self.raw, self.preprocessed, self.results),
+                               num_da_processes=self.da_processes)
 
 
 @dataclass(frozen=True)
@@ -170,6 +165,11 @@ class RunSpec:
     folders: WorkspaceFolders
     nsd_tolerance_mm: float
     timeout_s: int
+    log_file: str = ""      # nnU-Net's output of this run is appended here ("" = kept only in the error message)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm.label} fold {self.fold}"
 
     def fold_folder(self, ws: NnUNetWorkspace) -> Path:
         return ws.model_folder(self.dataset_id, self.configuration, self.schedule_name, self.arm.plans) / \
@@ -191,23 +191,15 @@ def execute_run(spec: RunSpec) -> dict:
 
     ws = spec.folders.open()
     folder = spec.fold_folder(ws)
-    trained = (folder / "checkpoint_final.pth").is_file()
     skipped = is_finished(spec, ws)
     started = time.time()
     if not skipped:
-        if not trained:
-            resume = ["--c"] if (folder / "checkpoint_latest.pth").is_file() else []
-            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *resume,
-                     plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
-        elif spec.eval_set == "validation":
-            ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, "--val",
-                     plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
-        if spec.eval_set == "test":
-            raw = ws.raw / ws.dataset_name(spec.dataset_id)
-            pred = spec.predictions_folder(ws)
-            ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred,
-                       folds=(spec.fold,), plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s)
-            ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
+        write = line_writer(Path(spec.log_file)) if spec.log_file else None
+        try:
+            _train_and_predict(spec, ws, write)
+        finally:
+            if write is not None:
+                write.close()
     cases_file = folder / CASES_FILE
     if skipped and cases_file.is_file():
         rows = json.loads(cases_file.read_text())
@@ -217,6 +209,23 @@ def execute_run(spec: RunSpec) -> dict:
         cases_file.write_text(json.dumps(rows, indent=1))
     return {"label": spec.arm.label, "fold": spec.fold, "skipped": skipped, "seconds": time.time() - started,
             "cases": len({r["case"] for r in rows})}
+
+
+def _train_and_predict(spec: RunSpec, ws: NnUNetWorkspace, on_line: Optional[Callable[[str], None]]) -> None:
+    """nnUNetv2_train (or --c, or --val for a trained run), then predict + evaluate the test set if asked."""
+    folder = spec.fold_folder(ws)
+    common = dict(plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s, on_line=on_line)
+    if not (folder / "checkpoint_final.pth").is_file():
+        resume = ["--c"] if (folder / "checkpoint_latest.pth").is_file() else []
+        ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *resume, **common)
+    elif spec.eval_set == "validation":
+        ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, "--val", **common)
+    if spec.eval_set == "test":
+        raw = ws.raw / ws.dataset_name(spec.dataset_id)
+        pred = spec.predictions_folder(ws)
+        ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred,
+                   folds=(spec.fold,), **common)
+        ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
 
 
 # -- fan-out ---------------------------------------------------------------------------------------------
@@ -264,12 +273,14 @@ class JobOutcome:
 
 def submit_all(executor, fn: Callable, items: Sequence, max_parallel: int = 1,
                gpu_slots: Optional[Sequence[int]] = None,
-               on_done: Optional[Callable[[JobOutcome], None]] = None) -> List[JobOutcome]:
+               on_done: Optional[Callable[[JobOutcome], None]] = None,
+               on_poll: Optional[Callable[[], None]] = None, poll_seconds: float = 1.0) -> List[JobOutcome]:
     """Run ``fn(item)`` for every item through ``executor``, at most ``max_parallel`` at a time.
 
     On Slurm every job is submitted at once as an array (the scheduler throttles it with
     ``slurm_array_parallelism``); locally, a new job starts when one finishes, and with ``gpu_slots`` each
     running job gets its own GPU. A failing job is reported in its outcome and does not stop the others.
+    ``on_poll`` is called about every ``poll_seconds`` while jobs run (the progress bar reads the logs then).
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
@@ -288,8 +299,17 @@ def submit_all(executor, fn: Callable, items: Sequence, max_parallel: int = 1,
         executor.update_parameters(slurm_array_parallelism=max_parallel)
         with executor.batch():
             jobs = [executor.submit(fn, item) for item in items]
-        for index, job in enumerate(jobs):
-            finish(index, job)
+        waiting = list(enumerate(jobs))
+        while waiting:
+            if on_poll is not None:
+                on_poll()
+            still = [(index, job) for index, job in waiting if not job.done()]
+            for index, job in waiting:
+                if (index, job) not in still:
+                    finish(index, job)
+            if len(still) == len(waiting):
+                time.sleep(poll_seconds)
+            waiting = still
         return outcomes
 
     free_slots = list(gpu_slots) if gpu_slots else [None] * max_parallel
@@ -310,8 +330,10 @@ def submit_all(executor, fn: Callable, items: Sequence, max_parallel: int = 1,
                 free_slots.append(slot)
             else:
                 still.append((index, job, slot))
+        if on_poll is not None:
+            on_poll()
         if len(still) == len(running) and running:
-            time.sleep(1.0)
+            time.sleep(poll_seconds)
         running = still
     return outcomes
 
@@ -429,9 +451,44 @@ def resolve_eval_set(cfg: BenchmarkConfig, folders: WorkspaceFolders) -> str:
 
 def plan_runs(cfg: BenchmarkConfig, folders: WorkspaceFolders, eval_set: str) -> List[RunSpec]:
     name = lambda trainer: short_schedule_name(trainer, cfg.epochs, cfg.iterations, cfg.val_iterations)  # noqa: E731
+    logs = Path(cfg.workdir).resolve() / "logs"
     return [RunSpec(arm, fold, name(arm.trainer), int(cfg.dataset_id), cfg.configuration, eval_set, cfg.device,
-                    folders, float(cfg.nsd_tolerance_mm), int(cfg.timeout_min) * 60)
+                    folders, float(cfg.nsd_tolerance_mm), int(cfg.timeout_min) * 60,
+                    str(logs / f"{log_name(arm.label)}_fold_{fold}.log"))
             for arm in cfg.arms() for fold in cfg.folds]
+
+
+def check_trainer_names(cfg: BenchmarkConfig) -> None:
+    """Every arm's short-schedule trainer looked up as nnUNetv2_train will (before any preprocessing or training)."""
+    from nnunet_ext.trainer_lookup import check_trainers
+
+    arms = replace(cfg, resenc=None).arms()
+    check_trainers(short_schedule_name(a.trainer, cfg.epochs, cfg.iterations, cfg.val_iterations) for a in arms)
+
+
+def check_runs(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> None:
+    """Plans, configuration and fold of every run exist, before anything is submitted.
+
+    A fold beyond ``splits_final.json`` (or beyond nnU-Net's default 5 folds before that file exists) would
+    make nnU-Net fall back to a random 80:20 split with only a warning: refused here."""
+    if not specs:
+        return
+    ws = folders.open()
+    pre = Path(folders.preprocessed) / ws.dataset_name(specs[0].dataset_id)
+    splits_file = pre / "splits_final.json"
+    n_folds = len(json.loads(splits_file.read_text())) if splits_file.is_file() else 5
+    for spec in specs:
+        plans_file = pre / f"{spec.arm.plans}.json"
+        if not plans_file.is_file():
+            raise ValueError(f"{spec.arm.label}: no plans file {plans_file}")
+        configurations = json.loads(plans_file.read_text())["configurations"]
+        if spec.configuration not in configurations:
+            raise ValueError(f"{spec.arm.label}: configuration {spec.configuration!r} is not in {plans_file.name} "
+                             f"(available: {sorted(configurations)})")
+        if spec.fold != "all" and not 0 <= int(spec.fold) < n_folds:
+            where = splits_file if splits_file.is_file() else "nnU-Net's default 5-fold split"
+            raise ValueError(f"fold {spec.fold} does not exist: {where} has folds 0-{n_folds - 1} "
+                             f"(nnU-Net would silently train on a random 80:20 split instead)")
 
 
 @dataclass(frozen=True)
@@ -482,6 +539,7 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     cfg.validate()
     if cfg.report_only:
         return rewrite_report(cfg, log)
+    check_trainer_names(cfg)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     resenc_choice = None
@@ -492,6 +550,7 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     folders = prepare_workspace(cfg, log)
     eval_set = resolve_eval_set(cfg, folders)
     specs = plan_runs(cfg, folders, eval_set)
+    check_runs(specs, folders)
     ws = folders.open()
     todo = [s for s in specs if not is_finished(s, ws)]
     pipeline_job = None
@@ -507,14 +566,21 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> P
     if cfg.executor == "local" and cfg.device == "cuda":
         gpu_slots = list(range(parallel))
 
+    progress = RunProgress({s.name: cfg.epochs for s in todo}, {s.name: Path(s.log_file) for s in todo}, log)
+
     def report_done(outcome: JobOutcome) -> None:
         s = outcome.item
         status = "FAILED: " + outcome.error.splitlines()[0] if outcome.error else \
             f"{'already finished' if outcome.result['skipped'] else 'done'} ({outcome.result['cases']} cases)"
-        log(f"  {s.arm.label} fold {s.fold}: {status}")
+        progress.done(s.name, f"  {s.name}: {status}" + (f" (log: {s.log_file})" if outcome.error else ""))
 
-    log(f"submitting {len(specs)} runs through submitit ({cfg.executor}, {parallel} at a time)")
-    outcomes = submit_all(executor, execute_run, specs, parallel, gpu_slots, on_done=report_done)
+    log(f"submitting {len(specs)} runs through submitit ({cfg.executor}, {parallel} at a time); nnU-Net's output "
+        f"of each run goes to {workdir / 'logs'}")
+    try:
+        outcomes = submit_all(executor, execute_run, specs, parallel, gpu_slots, on_done=report_done,
+                              on_poll=progress.poll)
+    finally:
+        progress.close()
     failures = {f"{o.item.arm.label} fold {o.item.fold}": o.error for o in outcomes if o.error}
 
     log("measuring cost, one fresh process per trainer, all in one job")

@@ -1,0 +1,60 @@
+"""Find trainer classes exactly as ``nnUNetv2_train`` / ``nnUNetv2_predict`` will, before anything runs.
+
+nnU-Net's lookup (``recursive_find_trainer_class_by_name``) prints every folder it searches; that output is
+kept and shown only inside the error when a name is not found.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Dict, Iterable, Optional
+
+from nnunet_ext.paths import env_with_trainers
+
+
+class TrainerNotFound(ValueError):
+    """A trainer name that nnU-Net would not find (the message names it and where nnU-Net looked)."""
+
+
+@contextlib.contextmanager
+def _trainer_path(env: Optional[dict]):
+    value = env_with_trainers(env)["nnUNet_extTrainer"]
+    old = os.environ.get("nnUNet_extTrainer")
+    os.environ["nnUNet_extTrainer"] = value
+    try:
+        yield value
+    finally:
+        if old is None:
+            os.environ.pop("nnUNet_extTrainer", None)
+        else:
+            os.environ["nnUNet_extTrainer"] = old
+
+
+def find_trainer(name: str, env: Optional[dict] = None):
+    """The class nnU-Net finds for ``name`` with ``env``'s nnUNet_extTrainer (plus our trainers folder)."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    searched = io.StringIO()
+    with _trainer_path(env) as path, contextlib.redirect_stdout(searched):
+        try:
+            return recursive_find_trainer_class_by_name(name)
+        except (RuntimeError, AssertionError) as error:
+            reason = str(error).split(". ")[0] if isinstance(error, RuntimeError) else str(error)
+            raise TrainerNotFound(f"nnU-Net cannot use trainer {name!r}: {reason} (searched nnU-Net's trainers "
+                                  f"and nnUNet_extTrainer={path}; `nnunet-ext list` shows ours)") from None
+
+
+def check_trainers(names: Iterable[str], env: Optional[dict] = None) -> Dict[str, type]:
+    """Every name looked up; one error listing all unknown names (so one typo costs one run of this, not hours)."""
+    found, missing = {}, []
+    for name in dict.fromkeys(names):
+        try:
+            found[name] = find_trainer(name, env)
+        except TrainerNotFound:
+            missing.append(name)
+    if missing:
+        raise TrainerNotFound(f"unknown trainer{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: "
+                              f"nnU-Net finds no class by that name in its own trainers nor in nnUNet_extTrainer "
+                              f"(`nnunet-ext list` shows ours; a short schedule is <Trainer>_ep<E>it<I>[val<V>])")
+    return found
