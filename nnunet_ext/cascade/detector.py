@@ -294,7 +294,10 @@ def held_out_split(preprocessed_dataset: Path, identifiers: Sequence[str], fold:
     ids = sorted(identifiers)
     splits_file = Path(preprocessed_dataset) / "splits_final.json"
     if splits_file.is_file():
-        split = json.loads(splits_file.read_text())[fold]
+        splits = json.loads(splits_file.read_text())
+        if not 0 <= fold < len(splits):
+            raise ValueError(f"fold {fold} is not in {splits_file} (folds 0..{len(splits) - 1})")
+        split = splits[fold]
         train = [i for i in split["train"] if i in ids]
         val = [i for i in split["val"] if i in ids]
         if train and val:
@@ -344,19 +347,60 @@ def train_detector_from_preprocessed(preprocessed_root: str | Path, results_root
                "parameters": sum(p.numel() for p in detector.parameters())}
     folder = detector_folder(results_root, root.name, configuration, plans)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / DETECTOR_FILE
-    torch.save({"state_dict": detector.state_dict(), "config": asdict(config), "input_channels": channels,
-                "dataset_name": root.name, "plans": plans, "configuration": configuration,
-                "region_labels": region_labels, "summary": summary}, checkpoint)
+    checkpoint = save_detector(folder / DETECTOR_FILE, detector, dataset_name=root.name, plans=plans,
+                               configuration=configuration, region_labels=region_labels, summary=summary)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"detector: mean box IoU on {len(val_ids)} held-out case(s): {summary['mean_held_out_iou']:.3f}")
     return checkpoint, summary
 
 
+class DetectorCheckpointError(ValueError):
+    """A --checkpoint that is missing, not a detector checkpoint, or holds more than plain data."""
+
+
+CHECKPOINT_KEYS = ("state_dict", "config", "input_channels", "dataset_name", "plans", "configuration")
+
+
+def save_detector(path: str | Path, detector: SliceBoxDetector, *, dataset_name: str, plans: str,
+                  configuration: str, region_labels: Sequence[int], summary: dict) -> Path:
+    """Tensors and plain Python data only (the summary goes through JSON), so :func:`load_detector` can load
+    it with ``weights_only=True``."""
+    path = Path(path)
+    torch.save({"state_dict": detector.state_dict(), "config": asdict(detector.config),
+                "input_channels": detector.input_channels, "dataset_name": dataset_name, "plans": plans,
+                "configuration": configuration, "region_labels": [int(v) for v in region_labels],
+                "summary": json.loads(json.dumps(summary))}, path)
+    return path
+
+
+def _short_reason(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
+
+
 def load_detector(checkpoint: str | Path) -> Tuple[SliceBoxDetector, dict]:
-    meta = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-    detector = SliceBoxDetector(meta["input_channels"], DetectorConfig(**meta["config"]))
-    detector.load_state_dict(meta["state_dict"])
+    """Load with ``weights_only=True``: a crafted pickle cannot run code here; every failure is a
+    :class:`DetectorCheckpointError` naming the file."""
+    from nnunet_ext.dataset_names import DatasetNameError, split_dataset_folder_name
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise DetectorCheckpointError(f"detector checkpoint {path} does not exist (`nnunet-ext detector train` "
+                                      f"writes one)")
+    try:
+        meta = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign files
+        raise DetectorCheckpointError(f"{path} is not a detector checkpoint that loads as plain data "
+                                      f"(weights_only): {_short_reason(error)}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DetectorCheckpointError(f"{path} is not a detector checkpoint: it lacks {', '.join(missing)}")
+    try:
+        split_dataset_folder_name(str(meta["dataset_name"]))
+        detector = SliceBoxDetector(int(meta["input_channels"]), DetectorConfig(**meta["config"]))
+        detector.load_state_dict(meta["state_dict"])
+    except (DatasetNameError, TypeError, ValueError, RuntimeError) as error:
+        raise DetectorCheckpointError(f"{path} does not hold a valid detector: {_short_reason(error)}") from None
     return detector.eval(), meta
 
 

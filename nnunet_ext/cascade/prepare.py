@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_ext.cascade.roi import MARGIN_UNITS, Box, bounding_box, crop_image, expand_box, jitter_box, margin_in_voxels
+from nnunet_ext.dataset_names import check_dataset_id, check_dataset_name, dataset_folder_name
 
 PREPARE_TAG = "nnunet_ext.cascade.prepare"
 TARGETS = ("lesion", "all")
@@ -157,14 +158,15 @@ def region_box(region: np.ndarray, spacing_zyx: Sequence[float], settings: Casca
 
 
 def _prepare_target(raw_root: Path, target_id: int, name: str) -> Path:
+    folder_name = dataset_folder_name(target_id, name)  # refuses ids beyond 999 and names holding '/' or '..'
     for other in Path(raw_root).glob(f"Dataset{int(target_id):03d}_*"):
         tagged = (other / "dataset.json").is_file() and \
             json.loads((other / "dataset.json").read_text()).get("generator") == PREPARE_TAG
-        if other.name != f"Dataset{int(target_id):03d}_{name}" or not tagged:
+        if other.name != folder_name or not tagged:
             raise FileExistsError(f"{other} already uses dataset id {target_id} and was not written by "
                                   f"`nnunet-ext cascade prepare` under this name; pick another id")
         shutil.rmtree(other)
-    out = Path(raw_root) / f"Dataset{int(target_id):03d}_{name}"
+    out = Path(raw_root) / folder_name
     (out / "imagesTr").mkdir(parents=True)
     (out / "labelsTr").mkdir(parents=True)
     return out
@@ -179,6 +181,9 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
     (``preprocessed_root``, default $nnUNet_preprocessed), whose plans the detector preprocesses with.
     """
     settings = settings or CascadeSettings()
+    source_id, target_id = check_dataset_id(source_id), check_dataset_id(target_id)
+    if name is not None:
+        check_dataset_name(name)
     detector = None
     if settings.region_source == "detector":
         import os

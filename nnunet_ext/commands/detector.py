@@ -3,21 +3,28 @@ from __future__ import annotations
 
 
 def add_parser(subparsers):
+    from nnunet_ext.commands.arguments import non_negative_int, positive_int
+    from nnunet_ext.dataset_names import dataset_arg
+
     p = subparsers.add_parser("detector", help="train / run the 2D-box detector that gives the cascade a 3D region")
     sub = p.add_subparsers(dest="detector_command", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train on nnU-Net's preprocessed data; reports box IoU on held-out cases")
-    train.add_argument("-d", type=int, required=True, dest="dataset_id")
-    train.add_argument("-c", default="3d_fullres", dest="configuration")
-    train.add_argument("-p", default="nnUNetPlans", dest="plans")
-    train.add_argument("-f", type=int, default=0, dest="fold", help="held-out cases = this fold's validation split")
-    train.add_argument("--steps", type=int, default=200)
-    train.add_argument("--view", default="mean", choices=("mean", "centre"))
-    train.add_argument("--combine", default="union", choices=("union", "mean"))
-    train.add_argument("--region-labels", type=int, nargs="+", default=None, help="default: every foreground label")
+    train.add_argument("-d", type=dataset_arg, required=True, dest="dataset_id", help="dataset id or DatasetXXX_Name")
+    train.add_argument("-c", default="3d_fullres", dest="configuration", help="nnU-Net configuration")
+    train.add_argument("-p", default="nnUNetPlans", dest="plans", help="plans identifier")
+    train.add_argument("-f", type=non_negative_int, default=0, dest="fold",
+                       help="held-out cases = this fold's validation split")
+    train.add_argument("--steps", type=positive_int, default=200, help="training steps")
+    train.add_argument("--view", default="mean", choices=("mean", "centre"),
+                       help="view input: mean projection or centre slice")
+    train.add_argument("--combine", default="union", choices=("union", "mean"),
+                       help="how the two extents of each axis are combined")
+    train.add_argument("--region-labels", type=non_negative_int, nargs="+", default=None,
+                       help="labels forming the region (default: every foreground label)")
     train.set_defaults(func=run_train)
     pred = sub.add_parser("predict", help="print the 3D box (raw voxel indices) of each raw case")
-    pred.add_argument("-i", required=True, dest="input_dir")
-    pred.add_argument("--checkpoint", required=True)
+    pred.add_argument("-i", required=True, dest="input_dir", help="raw images (<case>_XXXX<ending>)")
+    pred.add_argument("--checkpoint", required=True, help="`nnunet-ext detector train`'s detector.pt")
     pred.set_defaults(func=run_predict)
 
 
@@ -46,8 +53,14 @@ def run_predict(args):
     pre = os.environ.get("nnUNet_preprocessed")
     if not pre:
         raise SystemExit("nnunet-ext detector predict: set nnUNet_preprocessed")
+    if not Path(args.input_dir).is_dir():
+        raise FileNotFoundError(f"input folder {args.input_dir} does not exist")
     detector, meta = load_detector(args.checkpoint)
-    dataset_json = json.loads((Path(pre) / meta["dataset_name"] / "dataset.json").read_text())
+    dataset_json_file = Path(pre) / meta["dataset_name"] / "dataset.json"
+    if not dataset_json_file.is_file():
+        raise FileNotFoundError(f"{dataset_json_file} does not exist: the detector was trained on "
+                                f"{meta['dataset_name']}, which is not in nnUNet_preprocessed")
+    dataset_json = json.loads(dataset_json_file.read_text())
     ending, channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
     for case in case_identifiers(Path(args.input_dir), ending, channels):
         files = [Path(args.input_dir) / f"{case}_{c:04d}{ending}" for c in range(channels)]

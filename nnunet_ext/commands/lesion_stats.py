@@ -7,29 +7,31 @@ from pathlib import Path
 
 
 def add_parser(subparsers):
+    from nnunet_ext.dataset_names import dataset_arg
+
     p = subparsers.add_parser("lesion-stats", help="compute (or read the cache of) STS-Net lesion-size statistics")
-    p.add_argument("-d", "--dataset", required=True, help="dataset id or name (as nnUNetv2_train takes it)")
+    p.add_argument("-d", "--dataset", type=dataset_arg, required=True, help="dataset id or name (as nnUNetv2_train takes it)")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("--label", type=int, default=None, help="lesion label (default: the highest foreground label)")
     p.add_argument("--unit", choices=("image", "component"), default="image",
-                   help="count per image (slice in 2D, case in 3D; the paper) or per connected lesion")
+                   help="count per image (slice in 2D, case in 3D; the paper) or per connected lesion (default: image)")
     p.add_argument("--force", action="store_true", help="recompute even if the cache is up to date")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_ext.data.lesion_stats import (dataset_foreground_labels, default_cache_path,
                                               load_or_compute_lesion_stats, resolve_lesion_label)
+    from nnunet_ext.dataset_names import resolve_dataset_name
 
     base = os.environ.get("nnUNet_preprocessed")
     if not base:
         raise RuntimeError("nnUNet_preprocessed is not set; point it at nnU-Net's preprocessed folder")
-    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+    dataset_name = resolve_dataset_name(args.dataset)
     dataset_folder = Path(base) / dataset_name
     plans_file = dataset_folder / f"{args.plans}.json"
     if not plans_file.is_file():

@@ -6,7 +6,7 @@ PLURAL = {"architecture": "architectures", "loss": "losses", "transform": "trans
 
 def add_parser(subparsers):
     p = subparsers.add_parser("list", help="list trainers, architectures, losses and transforms")
-    p.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
+    p.add_argument("kind", nargs="?", choices=KINDS, help="only this kind (default: all kinds)")
     p.set_defaults(func=run)
 
 

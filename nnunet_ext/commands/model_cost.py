@@ -77,11 +77,13 @@ def format_rows(rows: List[CostRow], input_size: int) -> str:
 
 
 def add_parser(subparsers):
+    from nnunet_ext.commands.arguments import positive_int
+
     p = subparsers.add_parser("cost", help="params / FLOPs of the ES-UNet paper presets vs the paper's Table 9")
-    p.add_argument("--input-size", type=int, default=144, help="cubic input edge (paper: 144)")
-    p.add_argument("--input-channels", type=int, default=2, help="paper: 2 (PET + CT)")
-    p.add_argument("--num-classes", type=int, default=1, help="output channels (paper: 1 sigmoid map)")
-    p.add_argument("--device", default="meta",
+    p.add_argument("--input-size", type=positive_int, default=144, help="cubic input edge, a multiple of 8 (paper: 144)")
+    p.add_argument("--input-channels", type=positive_int, default=2, help="paper: 2 (PET + CT)")
+    p.add_argument("--num-classes", type=positive_int, default=1, help="output channels (paper: 1 sigmoid map)")
+    p.add_argument("--device", default="meta", choices=("meta", "cpu", "cuda"),
                    help="'meta' (default: shapes only, instant) or 'cpu' (runs the real forward; slow at 144^3)")
     p.add_argument("--readings", action="store_true",
                    help="also list ES-UNet under each reading of the same-level path (wide_same_level_stages 0-4)")

@@ -2,6 +2,8 @@
 
 
 def add_parser(subparsers):
+    from nnunet_ext.commands.arguments import positive_float, positive_int
+    from nnunet_ext.dataset_names import dataset_arg
     from nnunet_ext.planning.arch_plans import PLANNABLE
 
     p = subparsers.add_parser(
@@ -10,14 +12,14 @@ def add_parser(subparsers):
                     "beside it: same data_identifier (no re-preprocessing), our network as the architecture, batch "
                     "then patch size reduced until the estimated training memory fits the budget (default: what "
                     "nnU-Net's planned PlainConvUNet needs by the same estimate). Train with -p nnUNetPlans_<Arch>.")
-    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name")
+    p.add_argument("-d", "--dataset", type=dataset_arg, required=True, help="dataset id or DatasetXXX_Name")
     p.add_argument("-a", "--architecture", required=True, help=f"one of: {', '.join(sorted(PLANNABLE))}")
     p.add_argument("-c", "--configurations", nargs="+", default=None,
                    help="configurations to convert (default: every configuration with its own network)")
-    p.add_argument("--memory-gb", type=float, default=None,
+    p.add_argument("--memory-gb", type=positive_float, default=None,
                    help="memory budget by our estimate (default: that of nnU-Net's planned PlainConvUNet)")
     p.add_argument("--plans", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
-    p.add_argument("--optimizer-states", type=int, default=1,
+    p.add_argument("--optimizer-states", type=positive_int, default=1,
                    help="optimizer state tensors per parameter: 1 for nnU-Net's SGD (default), 2 for Adam")
     p.add_argument("--preprocessed", default=None, help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
     p.set_defaults(func=run)

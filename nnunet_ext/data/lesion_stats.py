@@ -18,6 +18,8 @@ import hashlib
 import json
 import math
 import os
+import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -222,10 +224,29 @@ def load_or_compute_lesion_stats(data_folder: str | Path, lesion_label: int, ndi
             return LesionStats.from_json(cached["stats"])
     stats = compute_lesion_stats(folder, lesion_label, ndim, unit)
     payload = {"settings": settings, "summary": stats.summary(), "stats": stats.to_json()}
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, cache)  # atomic: parallel trainers never read half a file
+    write_cache(cache, payload)
     return stats
+
+
+def write_cache(cache: Path, payload: dict) -> bool:
+    """Write ``payload`` atomically (a unique temporary file in the cache's folder, then a rename), so parallel
+    processes and threads never read half a file. A folder we may not write to costs the cache, not the run:
+    warn and return False."""
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
+    except OSError as error:
+        warnings.warn(f"lesion statistics are not cached: cannot write in {cache.parent} ({error.strerror})")
+        return False
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(payload, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as the preprocessed data
+        os.replace(tmp, cache)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        warnings.warn(f"lesion statistics are not cached: cannot write {cache} ({error.strerror})")
+        return False
+    return True
 
 
 def dataset_foreground_labels(labels: dict) -> List[int]:

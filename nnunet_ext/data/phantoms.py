@@ -22,6 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunet_ext.dataset_names import dataset_folder_name
+
 FILE_ENDING = ".nii.gz"
 GENERATOR_TAG = "nnunet_ext.data.phantoms"
 BACKGROUND, ORGAN, LESION, IGNORE = 0, 1, 2, 3
@@ -171,10 +173,7 @@ def _write(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
 
 
 def _check_arguments(dataset_id, name, num_cases, shape, spacing, num_channels, num_test_cases) -> None:
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"dataset id must be in 1..999 (nnU-Net pads it to three digits), got {dataset_id}")
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"dataset name must be letters, digits, '-' or '_', got {name!r}")
+    dataset_folder_name(dataset_id, name)  # id 1..999, name letters/digits/'_'/'-' (nnunet_ext.dataset_names)
     if len(shape) not in (2, 3):
         raise ValueError(f"shape must have 2 (y, x) or 3 (z, y, x) entries, got {tuple(shape)}")
     if len(spacing) != len(shape):
