@@ -2,12 +2,15 @@
 
 ``DLKUNet{S,M,L}Trainer`` swap only the network; ``...PhaseLoss`` / ``...DynamicLoss`` add the paper's
 Dice/CE weight schedules (Eq. 10-13); ``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and
-augmentation. ``DLKUNetPlansTrainer`` follows nnU-Net's plans for depth as well. docs/dlkunet.md.
+augmentation. ``DLKUNetPlansTrainer`` follows nnU-Net's plans for depth as well. ``...PaperSchedule...``
+use the paper's optimiser (Adam 1e-3, weight decay 1e-5, x0.9 / 20 epochs, 1e-5 from epoch 200, 400 epochs).
+docs/dlkunet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.dlkunet import DLKUNetArchitecture
 from nnunet_ext.training.dwd import DWDFocalLoss
 from nnunet_ext.training.loss_schedules import DynamicLossSchedule, PhaseLossSchedule
+from nnunet_ext.training.optimizers import DLKUNetPaperOptimizer
 from nnunet_ext.training.rss import RSSAugmentation
 
 
@@ -53,3 +56,15 @@ class DLKUNetLRSSTrainer(RSSAugmentation, DLKUNetLTrainer):
 
 class DLKUNetLDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, DLKUNetLTrainer):
     """DLKUNet-L with DWD + focal loss and Region Specific Scaling."""
+
+
+class DLKUNetLPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLTrainer):
+    """DLKUNet-L with nnU-Net's loss and the paper's optimiser and learning-rate schedule."""
+
+
+class DLKUNetLPhaseLossPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLPhaseLossTrainer):
+    """DLKUNet-L as the paper trains it on Synapse: phase-based Dice/CE weights and the paper's optimiser."""
+
+
+class DLKUNetLDynamicLossPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLDynamicLossTrainer):
+    """DLKUNet-L as the paper trains it on ACDC: sigmoid Dice/CE weights and the paper's optimiser."""

@@ -9,6 +9,7 @@ from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.dwd import DWDFocalLoss
 from nnunet_ext.training.elanres import ELANResMSCAUNetArchitecture
 from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, ELANResLossFamily
+from nnunet_ext.training.optimizers import ELANResPaperOptimizer
 from nnunet_ext.training.rss import RSSAugmentation
 
 
@@ -36,3 +37,7 @@ class ELANResMSCAUNetRSSTrainer(RSSAugmentation, ELANResMSCAUNetTrainer):
 
 class ELANResMSCAUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ELANResMSCAUNetTrainer):
     """ELANRes-MSCA-UNet with DWD + focal loss and Region Specific Scaling."""
+
+
+class ELANResMSCAUNetPaperLossPaperScheduleTrainer(ELANResPaperOptimizer, ELANResMSCAUNetPaperLossTrainer):
+    """ELANRes-MSCA-UNet's training recipe: loss family, decaying deep supervision, Adam 1e-4 x0.8 / 30 epochs."""

@@ -9,7 +9,8 @@ from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.dwd import DWDFocalLoss, FocalDiceLoss
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
 from nnunet_ext.training.rss import RSSAugmentation
-from nnunet_ext.training.schedule import PaperSchedule
+from nnunet_ext.training.optimizers import ESUNetPaperSchedule
+from nnunet_ext.training.paper_augmentation import ESUNetPaperAugmentation
 
 
 class ESUNetTrainer(ESUNetArchitecture, ExtTrainer):
@@ -36,8 +37,12 @@ class ESUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ESUNetArchitecture, Ext
     """The paper's full method: ES-UNet + DWD/focal loss + RSS, on nnU-Net's schedule."""
 
 
-class ESUNetDWDRSSPaperScheduleTrainer(PaperSchedule, ESUNetDWDRSSTrainer):
-    """The paper's full method with its own schedule (Adam 0.9/0.99, lr 1e-3, cosine warm restarts /25 ep, 100 ep)."""
+class ESUNetDWDRSSPaperScheduleTrainer(ESUNetPaperSchedule, ESUNetDWDRSSTrainer):
+    """The paper's full method with its schedule (Adam 0.9/0.99, lr 1e-3, cosine restarts /25 ep to 1e-5, 100 ep, no weight decay)."""
+
+
+class ESUNetDWDRSSPaperTrainer(ESUNetPaperAugmentation, ESUNetDWDRSSPaperScheduleTrainer):
+    """The paper's full method, schedule and augmentation (RSS + mirroring p 0.5 + rotation +-15 deg, nothing else)."""
 
 
 class UNet3PlusTrainer(UNet3PlusArchitecture, ExtTrainer):

@@ -6,6 +6,7 @@
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.optimizers import STSNetPaperOptimizer
 from nnunet_ext.training.sts_net import SliceStack25D, STSNetArchitecture
 
 
@@ -23,3 +24,11 @@ class STSNetDWDTrainer(DWDFocalLoss, STSNetArchitecture, ExtTrainer):
 
 class STSNet25DDWDTrainer(DWDFocalLoss, SliceStack25D, ExtTrainer):
     """STS-Net 2.5D (-c 3d_fullres) trained with the DWD + focal loss."""
+
+
+class STSNetPaperScheduleTrainer(STSNetPaperOptimizer, STSNetArchitecture, ExtTrainer):
+    """STS-Net (2d) with the paper's optimiser: AdamW lr 1e-4, batch 4, 100 epochs."""
+
+
+class STSNet25DPaperScheduleTrainer(STSNetPaperOptimizer, SliceStack25D, ExtTrainer):
+    """STS-Net 2.5D (-c 3d_fullres) with the paper's optimiser: AdamW lr 1e-4, batch 4 windows, 100 epochs."""
