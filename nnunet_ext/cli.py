@@ -118,7 +118,10 @@ def main(argv=None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in COMMANDS else ""
-    args = build_parser(command).parse_args(argv)
+    try:
+        args = build_parser(command).parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else 1
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

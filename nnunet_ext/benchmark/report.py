@@ -50,12 +50,12 @@ def paired(rows, trainer: str, reference: str, cls: str, metric: str):
 
 def learning_curve(spec: RunSpec, folders: WorkspaceFolders) -> Optional[dict]:
     """The per-epoch losses and pseudo Dice nnU-Net keeps in its checkpoint (``checkpoint['logging']``)."""
-    import torch
+    from nnunet_ext.safe_load import load_checkpoint
 
     path = spec.fold_folder(folders.open()) / "checkpoint_final.pth"
     if not path.is_file():
         return None
-    logging = torch.load(path, map_location="cpu", weights_only=False)["logging"]
+    logging = load_checkpoint(path)["logging"]  # weights_only: a report never runs code from a results folder
     return {k: [float(v) for v in logging.get(k, [])] for k in ("train_losses", "val_losses", "mean_fg_dice",
                                                                    "ema_fg_dice")}
 

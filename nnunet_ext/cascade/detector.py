@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_ext.cascade.roi import Box, bounding_box, box_iou
+from nnunet_ext.safe_load import UnsafeCheckpointError, load_checkpoint, short_reason
 
 VIEW_MODES = ("mean", "centre")
 COMBINE_RULES = ("union", "mean")
@@ -354,7 +355,7 @@ def train_detector_from_preprocessed(preprocessed_root: str | Path, results_root
     return checkpoint, summary
 
 
-class DetectorCheckpointError(ValueError):
+class DetectorCheckpointError(UnsafeCheckpointError):
     """A --checkpoint that is missing, not a detector checkpoint, or holds more than plain data."""
 
 
@@ -373,11 +374,6 @@ def save_detector(path: str | Path, detector: SliceBoxDetector, *, dataset_name:
     return path
 
 
-def _short_reason(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
-
-
 def load_detector(checkpoint: str | Path) -> Tuple[SliceBoxDetector, dict]:
     """Load with ``weights_only=True``: a crafted pickle cannot run code here; every failure is a
     :class:`DetectorCheckpointError` naming the file."""
@@ -388,10 +384,9 @@ def load_detector(checkpoint: str | Path) -> Tuple[SliceBoxDetector, dict]:
         raise DetectorCheckpointError(f"detector checkpoint {path} does not exist (`nnunet-ext detector train` "
                                       f"writes one)")
     try:
-        meta = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign files
-        raise DetectorCheckpointError(f"{path} is not a detector checkpoint that loads as plain data "
-                                      f"(weights_only): {_short_reason(error)}") from None
+        meta = load_checkpoint(path)
+    except UnsafeCheckpointError as error:
+        raise DetectorCheckpointError(f"not a detector checkpoint: {error}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise DetectorCheckpointError(f"{path} is not a detector checkpoint: it lacks {', '.join(missing)}")
@@ -400,7 +395,7 @@ def load_detector(checkpoint: str | Path) -> Tuple[SliceBoxDetector, dict]:
         detector = SliceBoxDetector(int(meta["input_channels"]), DetectorConfig(**meta["config"]))
         detector.load_state_dict(meta["state_dict"])
     except (DatasetNameError, TypeError, ValueError, RuntimeError) as error:
-        raise DetectorCheckpointError(f"{path} does not hold a valid detector: {_short_reason(error)}") from None
+        raise DetectorCheckpointError(f"{path} does not hold a valid detector: {short_reason(error)}") from None
     return detector.eval(), meta
 
 
