@@ -18,8 +18,9 @@ class TrainerNotFound(ValueError):
 
 
 @contextlib.contextmanager
-def _trainer_path(env: Optional[dict]):
-    value = env_with_trainers(env)["nnUNet_extTrainer"]
+def _trainer_path(env: Optional[dict], add_ours: bool = True):
+    value = env_with_trainers(env)["nnUNet_extTrainer"] if add_ours else \
+        dict(os.environ if env is None else env).get("nnUNet_extTrainer", "")
     old = os.environ.get("nnUNet_extTrainer")
     os.environ["nnUNet_extTrainer"] = value
     try:
@@ -31,12 +32,13 @@ def _trainer_path(env: Optional[dict]):
             os.environ["nnUNet_extTrainer"] = old
 
 
-def find_trainer(name: str, env: Optional[dict] = None):
-    """The class nnU-Net finds for ``name`` with ``env``'s nnUNet_extTrainer (plus our trainers folder)."""
+def find_trainer(name: str, env: Optional[dict] = None, add_ours: bool = True):
+    """The class nnU-Net finds for ``name`` with ``env``'s nnUNet_extTrainer (plus our trainers folder, unless
+    ``add_ours`` is False: then exactly what nnUNetv2_predict would see with ``env``)."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     searched = io.StringIO()
-    with _trainer_path(env) as path, contextlib.redirect_stdout(searched):
+    with _trainer_path(env, add_ours) as path, contextlib.redirect_stdout(searched):
         try:
             return recursive_find_trainer_class_by_name(name)
         except (RuntimeError, AssertionError) as error:
