@@ -206,7 +206,11 @@ class MSCA(nn.Module):
 
 
 class MSCABlock(nn.Module):
-    """Norm -> 1x1 -> GELU -> MSCA -> 1x1, residual; then Norm -> MLP (1x1, depthwise 3, GELU, 1x1), residual."""
+    """Norm -> (1x1 -> GELU -> MSCA -> 1x1, plus its input), residual; then Norm -> MLP (1x1, dw 3, GELU, 1x1), residual.
+
+    The inner shortcut is SegNeXt's ``SpatialAttention`` (it adds the normalised input back after the second
+    1x1 conv), the paper's "embedded residual connection"; it adds no parameters.
+    """
 
     def __init__(self, conv_op, channels: int, axes: Sequence[int], feature_size=None, mlp_ratio: float = 2.0):
         super().__init__()
@@ -223,7 +227,8 @@ class MSCABlock(nn.Module):
                                  nn.GELU(), conv_op(hidden, channels, 1))
 
     def forward(self, x):
-        x = x + self.attention(self.norm1(x))
+        normed = self.norm1(x)
+        x = x + self.attention(normed) + normed
         return x + self.mlp(self.norm2(x))
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_ext_architectures.elanres_msca_unet import (MSCA, ELANResMSCAUNet, RepConvBN, clip_length,
+from nnunet_ext_architectures.elanres_msca_unet import (MSCA, ELANResMSCAUNet, MSCABlock, RepConvBN, clip_length,
                                                         elanres_kwargs_from_configuration, fold_batchnorm,
                                                         pad_kernel_to)
 
@@ -162,6 +162,19 @@ def test_msca_gates_its_input():
         msca.pointwise.bias.fill_(2.0)
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(msca(x), 2.0 * x)
+
+
+def test_msca_block_adds_the_normalised_input_back_inside_the_attention_branch():
+    # SegNeXt's SpatialAttention: proj_2(MSCA(GELU(proj_1(n)))) + n with n = norm1(x). With the last 1x1 conv
+    # of the attention branch and of the MLP zeroed, both branches reduce to their shortcuts:
+    # out = x + n, and in eval mode with fresh BN statistics n = x / sqrt(1 + 1e-5).
+    block = MSCABlock(nn.Conv2d, 3, axes=[0, 1]).eval()
+    with torch.no_grad():
+        for conv in (block.attention[-1], block.mlp[-1]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(block(x), x * (1 + 1 / (1 + 1e-5) ** 0.5))
 
 
 def test_forward_shapes_3d_anisotropic_with_deep_supervision():
