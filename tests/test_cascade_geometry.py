@@ -185,3 +185,37 @@ def test_detector_region_source_refuses_what_it_cannot_do(tmp_path):
                                                                            region_source="detector"))
     with pytest.raises(ValueError, match="region source is 'ground_truth'"):
         prepare_stage2_dataset(tmp_path, 11, 12, detector_checkpoint="det.pt")
+
+
+def test_grouped_splits_keep_every_copy_of_a_case_on_one_side():
+    from nnunet_ext.cascade.prepare import grouped_splits
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    by_case = {f"c{i}": [f"c{i}_roi0", f"c{i}_roi1", f"c{i}_roi2"] for i in range(6)}
+    splits = grouped_splits(by_case)
+    nnunet = generate_crossval_split(sorted(by_case), seed=12345, n_splits=5)  # the same draw over cases
+    assert len(splits) == 5
+    for fold, ours in zip(nnunet, splits):
+        assert ours["val"] == sorted(f"{c}_roi{k}" for c in fold["val"] for k in range(3))
+        assert not {i.rsplit("_roi", 1)[0] for i in ours["train"]} & {i.rsplit("_roi", 1)[0] for i in ours["val"]}
+        assert len(ours["train"]) + len(ours["val"]) == 18
+    assert len(grouped_splits({"a": ["a_roi0"], "b": ["b_roi0"]})) == 2  # fewer cases than folds: one fold each
+    with pytest.raises(ValueError, match="at least 2 source cases"):
+        grouped_splits({"a": ["a_roi0", "a_roi1"]})
+
+
+def test_prepare_with_copies_writes_a_split_grouped_by_source_case(tmp_path):
+    import json
+
+    from nnunet_ext.data.phantoms import generate_dataset
+
+    generate_dataset(tmp_path, 11, "Src", num_cases=3, shape=(12, 24, 24), spacing=(3.0, 1.0, 1.0), seed=0)
+    out = prepare_stage2_dataset(tmp_path, 11, 12, settings=CascadeSettings(copies=2))
+    splits = json.loads((out / "splits_final.json").read_text())
+    # 3 source cases -> 3 folds, each validating both copies of one case and training on the other four crops
+    assert [s["val"] for s in splits] == [[f"src_00{i}_roi0", f"src_00{i}_roi1"] for i in
+                                          [int(s["val"][0][6]) for s in splits]]
+    assert sorted(v for s in splits for v in s["val"]) == sorted(f"src_00{i}_roi{k}" for i in range(3) for k in (0, 1))
+    assert all(len(s["train"]) == 4 for s in splits)
+    single = prepare_stage2_dataset(tmp_path, 11, 13, settings=CascadeSettings())
+    assert not (single / "splits_final.json").exists()  # one crop per case: nnU-Net's own split is already grouped

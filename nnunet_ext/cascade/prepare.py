@@ -23,7 +23,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -157,6 +157,22 @@ def region_box(region: np.ndarray, spacing_zyx: Sequence[float], settings: Casca
     return expand_box(box, margin, region.shape)
 
 
+def grouped_splits(identifiers_by_case: Dict[str, List[str]], n_splits: int = 5, seed: int = 12345) -> List[dict]:
+    """nnU-Net's seeded k-fold split drawn over *source* cases; every copy of a case lands on the same side.
+
+    With jittered copies (``<case>_roiK``) as separate nnU-Net cases, nnU-Net's own split would put copies of
+    one patient in training and validation alike. Same seed and fold count as nnU-Net's default split.
+    """
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    cases = sorted(identifiers_by_case)
+    if len(cases) < 2:
+        raise ValueError(f"a grouped split needs at least 2 source cases, got {len(cases)}")
+    folds = generate_crossval_split(cases, seed=seed, n_splits=min(n_splits, len(cases)))
+    expand = lambda group: sorted(i for case in group for i in identifiers_by_case[case])  # noqa: E731
+    return [{"train": expand(f["train"]), "val": expand(f["val"])} for f in folds]
+
+
 def _prepare_target(raw_root: Path, target_id: int, name: str) -> Path:
     folder_name = dataset_folder_name(target_id, name)  # refuses ids beyond 999 and names holding '/' or '..'
     for other in Path(raw_root).glob(f"Dataset{int(target_id):03d}_*"):
@@ -212,7 +228,7 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
     out = _prepare_target(raw_root, target_id, name)
     labels_json, regions_order, source_ignore = stage2_labels(source_json, settings)
 
-    written, skipped = 0, []
+    written, skipped, identifiers_by_case = 0, [], {}
     for case in case_identifiers(source / "imagesTr", ending, num_channels):
         images = [sitk.ReadImage(str(source / "imagesTr" / f"{case}_{c:04d}{ending}")) for c in range(num_channels)]
         label_image = sitk.ReadImage(str(source / "labelsTr" / f"{case}{ending}"))
@@ -233,6 +249,7 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
             boxes = [region_box(region, spacing_zyx, settings, rng) for _ in range(settings.copies)]
         for copy, box in enumerate(boxes):
             identifier = f"{case}_roi{copy}"
+            identifiers_by_case.setdefault(case, []).append(identifier)
             write_stage2_case(images, region if settings.organ_channel else None, box, out / "imagesTr", identifier)
             stage2 = sitk.GetImageFromArray(stage2_label_map(labels, settings, source_ignore).astype(np.uint8))
             stage2.CopyInformation(label_image)
@@ -255,4 +272,9 @@ def prepare_stage2_dataset(raw_root: str | Path, source_id: int, target_id: int,
     if regions_order is not None:
         dataset_json["regions_class_order"] = regions_order
     (out / "dataset.json").write_text(json.dumps(dataset_json, indent=4))
+    if settings.copies > 1:  # nnU-Net's planner copies it to the preprocessed folder, where training reads it
+        if len(identifiers_by_case) >= 2:
+            (out / "splits_final.json").write_text(json.dumps(grouped_splits(identifiers_by_case), indent=4))
+        else:
+            warnings.warn("only one source case: no grouped splits_final.json written (nothing to hold out)")
     return out
