@@ -44,14 +44,15 @@ class LoadedModel:
 
 
 def _checkpoint(model_folder: Path, fold, checkpoint_name: str) -> dict:
+    from nnunet_ext.safe_load import UnsafeCheckpointError, load_checkpoint
+
     path = model_folder / f"fold_{fold}" / checkpoint_name
     if not path.is_file():
         raise ExportError(f"no checkpoint {path} (train fold {fold} first, or pass --checkpoint)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler refuses anything but tensors and plain containers
-        raise ExportError(f"{path} is not a checkpoint that loads without running code: "
-                          f"{str(error).splitlines()[0]}") from None
+        return load_checkpoint(path)
+    except UnsafeCheckpointError as error:  # the unpickler refuses anything but tensors and plain data
+        raise ExportError(f"not a checkpoint that loads without running code: {error}") from None
 
 
 def trainer_for_model(trainer_name: str, env: Optional[dict] = None) -> type:
