@@ -20,7 +20,6 @@ COMMANDS = {
     "cascade": ("nnunet_ext.commands.cascade", "two-stage ROI pipelines: prepare, predict, compare"),
     "detector": ("nnunet_ext.commands.detector", "train / run the slice-box region detector"),
     "cost": ("nnunet_ext.commands.model_cost", "parameters and FLOPs of the ES-UNet paper presets"),
-    "export": ("nnunet_ext.commands.export", "a trained model's network as ONNX / TorchScript; --check-only"),
 }
 COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
 DEBUG_ENV = "NNUNET_EXT_DEBUG"
@@ -123,15 +122,17 @@ def main(argv=None) -> int:
         args = build_parser(command).parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error (already printed)
         return stop.code if isinstance(stop.code, int) else 1
+    # "nnunet-ext cascade prepare": the command and its action, as the user typed them
+    prog = " ".join(["nnunet-ext", args.command, *(str(v) for k, v in vars(args).items() if k.endswith("_command"))])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"nnunet-ext {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
         if debug:
             raise
-        print(f"nnunet-ext {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
 

@@ -59,7 +59,7 @@ def test_crafted_checkpoint_through_the_cli_is_one_line_exit_1(tmp_path, monkeyp
     assert main(["detector", "predict", "-i", str(tmp_path), "--checkpoint", str(path)]) == 1
     err = capsys.readouterr().err
     assert not marker.exists()
-    assert err.count("\n") == 1 and err.startswith("nnunet-ext detector: error: not a detector checkpoint:")
+    assert err.count("\n") == 1 and err.startswith("nnunet-ext detector predict: error: not a detector checkpoint:")
 
 
 def test_detector_checkpoint_round_trips_under_weights_only(tmp_path):
