@@ -5,6 +5,7 @@ trainer) -> nnUNetv2_predict on held-out cases -> nnUNetv2_evaluate_folder + sur
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -17,6 +18,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from nnunet_ext.evaluation.metrics import case_metrics, foreground_classes, read_segmentation
+from nnunet_ext.progress import RunProgress, line_writer, log_name
 from nnunet_ext.training.schedule import TIMING_FILE, short_schedule_name
 from nnunet_ext.workspace import NnUNetWorkspace
 
@@ -50,7 +52,8 @@ class TrainerResult:
 
 
 class Progress:
-    """Prints what stage the demo is in and how long it has been running."""
+    """Prints what stage the demo is in and how long it has been running; while a trainer trains, a bar
+    over its epochs (only on a terminal) while nnU-Net's full output goes to ``logs/<trainer>.log``."""
 
     def __init__(self):
         self.start = time.monotonic()
@@ -58,14 +61,21 @@ class Progress:
     def __call__(self, message: str):
         print(f"[{time.monotonic() - self.start:7.1f} s] {message}", flush=True)
 
-    def training_line(self, trainer: str):
-        keep = ("Epoch ", "train_loss", "val_loss", "Pseudo dice", "Epoch time")
+    @contextlib.contextmanager
+    def training(self, trainer: str, log_file: Path, epochs: int):
+        """Yields the ``on_line`` for NnUNetWorkspace.train."""
+        write = line_writer(log_file)
+        bar = RunProgress({trainer: epochs}, {trainer: log_file}, log=self)
 
         def on_line(line: str):
-            text = line.split(": ", 1)[-1] if ": " in line[:30] else line
-            if any(text.startswith(k) for k in keep):
-                self(f"  {trainer}: {text}")
-        return on_line
+            write(line)
+            bar.poll()
+        self(f"  nnU-Net's output: {log_file}")
+        try:
+            yield on_line
+        finally:
+            write.close()
+            bar.close()
 
 
 def count_parameters(workspace: NnUNetWorkspace, dataset_id: int, configuration: str, trainer: str,
@@ -132,7 +142,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     for trainer in cfg.trainers:
         name = short_schedule_name(trainer, cfg.epochs, cfg.iterations, cfg.val_iterations)
         progress(f"nnUNetv2_train {cfg.dataset_id} {cfg.configuration} {cfg.fold} -tr {name}")
-        ws.train(cfg.dataset_id, cfg.configuration, cfg.fold, name, on_line=progress.training_line(trainer))
+        with progress.training(trainer, cfg.workdir / "logs" / f"{log_name(trainer)}.log", cfg.epochs) as on_line:
+            ws.train(cfg.dataset_id, cfg.configuration, cfg.fold, name, on_line=on_line)
         timing = json.loads((ws.model_folder(cfg.dataset_id, cfg.configuration, name) / f"fold_{cfg.fold}" /
                              TIMING_FILE).read_text())
         pred_dir = cfg.workdir / "predictions" / trainer
