@@ -244,9 +244,12 @@ def test_flips_and_3d_operations_stay_aligned():
     np.random.seed(4)
     for method in PAPER_METHODS:
         t = build_amplification_transform(method, LESION)
-        for _ in range(15):
+        for i in range(15):
             out = t(image=image.clone(), segmentation=seg.clone(), **{AMPLIFY_KEY: 1000})
             assert AMPLIFY_KEY not in out
+            # an operation ran on the marked sample: every flip / crop moves the coordinate image
+            assert t.counts == {"amplified": i + 1, "lesion_outside_patch": 0}
+            assert not torch.equal(out["image"], image)
             assert_aligned_and_lesion_kept(image, seg, out, exact=method != 3)
     with pytest.raises(ValueError, match="counted from the end"):
         LesionFlipTransform(0)
@@ -262,6 +265,19 @@ def test_random_lesions_are_never_removed_2d():
         image, seg = coordinate_sample((64, 64), [(y, min(64, y + h)), (x, min(64, x + w))])
         out = transform(image=image.clone(), segmentation=seg.clone(), **{AMPLIFY_KEY: 1024})
         assert_aligned_and_lesion_kept(image, seg, out)
+
+
+def test_marked_sample_whose_lesion_left_the_patch_is_counted_not_amplified():
+    image, seg = coordinate_sample((32, 32), [(14, 18), (14, 18)])
+    organ_only = torch.where(seg == LESION, torch.full_like(seg, ORGAN), seg)  # rotation pushed the lesion out
+    t = build_amplification_transform(4, LESION)
+    np.random.seed(7)
+    with pytest.warns(UserWarning, match="no voxel of label 2 left in its patch"):
+        out = t(image=image.clone(), segmentation=organ_only.clone(), **{AMPLIFY_KEY: 1000})
+    assert AMPLIFY_KEY not in out and torch.equal(out["image"], image)
+    assert t.counts == {"amplified": 0, "lesion_outside_patch": 1}
+    t(image=image.clone(), segmentation=seg.clone(), **{AMPLIFY_KEY: 1000})
+    assert t.counts == {"amplified": 1, "lesion_outside_patch": 1}
 
 
 def test_methods_and_dispatch():

@@ -14,6 +14,7 @@ into the lesion's bounding box, so an operation cannot remove the lesion. See do
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -215,21 +216,45 @@ class RefineIfStillSmallTransform(BasicTransform):
 
 @register("transform")
 class SmallLesionAmplificationTransform(BasicTransform):
-    """STS-Net amplification: apply one of the paper's copy operations to samples the loader marked as small-lesion."""
+    """STS-Net amplification: apply one of the paper's copy operations to samples the loader marked as small-lesion.
 
-    def __init__(self, operations: Sequence[BasicTransform]):
+    With ``lesion_label``, a marked sample whose patch holds no lesion voxel any more (nnU-Net's rotation or
+    scaling moved the lesion out) is passed through unchanged and counted in ``counts["lesion_outside_patch"]``
+    instead of ``counts["amplified"]`` (per process: the loader's workers each keep their own), with a
+    warning the first time: a copy without its lesion is not a small-lesion copy, and the centre crop would
+    have nothing to centre on.
+    """
+
+    def __init__(self, operations: Sequence[BasicTransform], lesion_label: Optional[int] = None):
         super().__init__()
         if not operations:
             raise ValueError("SmallLesionAmplificationTransform needs at least one operation")
         self.operations = list(operations)
+        self.lesion_label = None if lesion_label is None else int(lesion_label)
+        self.counts = {"amplified": 0, "lesion_outside_patch": 0}
+
+    def lesion_lost(self, data_dict) -> bool:
+        seg = data_dict.get("segmentation")
+        return self.lesion_label is not None and seg is not None and lesion_size(seg, self.lesion_label) == 0
 
     def get_parameters(self, **data_dict) -> dict:
         marked = data_dict.get(AMPLIFY_KEY)
-        return {"operation": np.random.randint(len(self.operations)) if marked else None}
+        if not marked:
+            return {"operation": None}
+        if self.lesion_lost(data_dict):
+            return {"operation": None, "lesion_outside_patch": True}
+        return {"operation": np.random.randint(len(self.operations))}
 
-    def apply(self, data_dict, operation=None, **params):
+    def apply(self, data_dict, operation=None, lesion_outside_patch=False, **params):
         if operation is not None:
             data_dict = self.operations[operation](**data_dict)
+            self.counts["amplified"] += 1
+        elif lesion_outside_patch:
+            self.counts["lesion_outside_patch"] += 1
+            if self.counts["lesion_outside_patch"] == 1:
+                warnings.warn(f"amplification: a sample drawn as a small-lesion copy has no voxel of label "
+                              f"{self.lesion_label} left in its patch after the spatial augmentation; it is "
+                              f"trained unamplified (counted in SmallLesionAmplificationTransform.counts)")
         data_dict.pop(AMPLIFY_KEY, None)
         return data_dict
 
@@ -288,4 +313,4 @@ def build_amplification_transform(method: AmplificationMethod | int, lesion_labe
     operations += [CentreExpansionCropTransform(lesion_label, centre_half_size_fraction, centre_dilation, axes)
                    for _ in range(method.centre_copies)]
     assert len(operations) == method.copies
-    return SmallLesionAmplificationTransform(operations)
+    return SmallLesionAmplificationTransform(operations, lesion_label)
