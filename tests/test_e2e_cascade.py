@@ -21,7 +21,7 @@ from e2e_utils import NnUNetWorkspace
 from nnunet_ext.cascade.detector import DetectorConfig, detect_raw_case, load_detector, train_detector_from_preprocessed
 from nnunet_ext.cascade.predict import NnUNetModel, predict_cascade
 from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
-from nnunet_ext.cascade.roi import box_of_crop, expand_box, margin_in_voxels
+from nnunet_ext.cascade.roi import bounding_box, box_iou, box_of_crop, expand_box, margin_in_voxels
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +108,9 @@ def test_detector_and_stage_skipping_segmentor_pipeline(ws, tmp_path):
     checkpoint, summary = train_detector_from_preprocessed(
         ws.preprocessed, ws.results, SOURCE, CONFIG, config=DetectorConfig(view_size=32, width=8, steps=30),
         log=lambda *_: None)
-    assert summary["held_out_iou"] and all(0.0 <= v <= 1.0 for v in summary["held_out_iou"].values())
+    # A detector answering "the whole volume" scores the GT box's share of it, 0.15 on these phantoms
+    # (11 x 14 x 16 of 16 x 32 x 32); this seeded one measured 0.63 held out, 0.71 / 0.85 on the test cases.
+    assert summary["held_out_iou"] and all(0.3 <= v <= 1.0 for v in summary["held_out_iou"].values())
     # stage-2 training crops from the detector's own boxes (the paper tunes its segmentor on detector ROIs)
     crops = prepare_stage2_dataset(ws.raw, SOURCE, DETECTOR_CROPS, detector_checkpoint=checkpoint,
                                    preprocessed_root=ws.preprocessed,
@@ -124,6 +126,11 @@ def test_detector_and_stage_skipping_segmentor_pipeline(ws, tmp_path):
                          map_location="cpu", weights_only=False)["network_weights"]
     assert any(k.startswith("gates.") for k in weights)  # the stage-skipping segmentor trained, not PlainConvUNet
     images, labels = _test_dirs(ws)
+    for case in sorted(TEST_CASES):
+        box = detect_raw_case(detector, meta, [images / f"{case}_0000.nii.gz"], ws.preprocessed)
+        truth = bounding_box(sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))) > 0)
+        assert np.prod(np.subtract(box.stop, box.start)) < np.prod(tuple(reversed(full.GetSize())))
+        assert box_iou(box, truth) >= 0.3, (case, box, truth)
     output = ws.run("nnunet-ext", "cascade", "predict", "-i", images, "-o", tmp_path / "pred",
                     "--stage2", DETECTOR_STAGE2, CONFIG, SEGMENTOR_TRAINER, "--detector", checkpoint)
     assert "cascadee2e_005 [[" in output
