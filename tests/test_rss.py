@@ -42,6 +42,14 @@ def test_source_coordinates_shrink_by_half():
     assert rss_source_coordinates(20, (6, 13), 0.5).tolist() == expected
 
 
+def test_mirrored_band_fragment_appears_when_the_gap_is_longer_than_the_outer_part():
+    # band 2..17 (L=16) -> 8 voxels: a gap of 4 on each side, but only 2 outer voxels (0, 1 and 18, 19) to
+    # reflect, so the reflection runs on into the band although the band does not touch the border:
+    # output 0..2 read band positions 6.5, 4.5, 2.5 (a mirrored slab of the object), 3..4 read in[1], in[0].
+    src = rss_source_coordinates(20, (2, 17), 0.5).tolist()
+    assert src[:5] == [6.5, 4.5, 2.5, 1.0, 0.0] and src[-3:] == [16.5, 14.5, 12.5]
+
+
 def test_source_coordinates_enlarge_by_half():
     # band 6..13 (L=8) -> 12 voxels, growth 4: two voxels cropped on each side.
     src = rss_source_coordinates(20, (6, 13), 1.5)
