@@ -1,10 +1,8 @@
 """Issue 15: untrusted files load safely, folders stay where the user put them, small losses of data, CLI habits."""
 import argparse
 import json
-import os
 import pickle
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -285,3 +283,12 @@ def test_step_timing_survives_an_interrupted_run_and_merges_on_resume(tmp_path, 
     # a fresh run (epoch 0) replaces the file
     fresh = _run(cls, tmp_path, 0, 1, 2, [1, 1], monkeypatch)
     assert fresh["step_seconds"] == [1, 1]
+
+
+def test_detector_fold_outside_the_splits_is_named(tmp_path):
+    from nnunet_ext.cascade.detector import held_out_split
+
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["a", "b"], "val": ["c"]}]))
+    assert held_out_split(tmp_path, ["a", "b", "c"], 0) == (["a", "b"], ["c"])
+    with pytest.raises(ValueError, match=r"fold 3 is not in .*splits_final.json \(folds 0..0\)"):
+        held_out_split(tmp_path, ["a", "b", "c"], 3)
