@@ -20,6 +20,7 @@ COMMANDS = {
     "cascade": ("nnunet_ext.commands.cascade", "two-stage ROI pipelines: prepare, predict, compare"),
     "detector": ("nnunet_ext.commands.detector", "train / run the slice-box region detector"),
     "cost": ("nnunet_ext.commands.model_cost", "parameters and FLOPs of the ES-UNet paper presets"),
+    "export": ("nnunet_ext.commands.export", "a trained model's network as ONNX / TorchScript; --check-only"),
 }
 COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
 DEBUG_ENV = "NNUNET_EXT_DEBUG"
