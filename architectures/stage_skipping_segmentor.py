@@ -50,6 +50,15 @@ def paper_threshold_index(v0: float, n_stages: int, s0: float) -> int:
     return int(min(n_stages, max(1, n_stages - halvings)))
 
 
+def axis_products(strides: Sequence[Sequence[int]], dim: int) -> List[int]:
+    """Per-axis product of the strides (all ones for none), in plain Python ints: numpy in forward() would be
+    traced into tensors by torch.compile and break its graph."""
+    products = [1] * dim
+    for stride in strides:
+        products = [p * int(s) for p, s in zip(products, stride)]
+    return products
+
+
 def first_active_stage(input_shape: Sequence[int], stage_strides: Sequence[Sequence[int]], s0: int) -> int:
     """Eq. 2 per axis: the smallest stage k (1-based) such that every axis >= s0 x downsampling from k to N.
 
@@ -59,8 +68,7 @@ def first_active_stage(input_shape: Sequence[int], stage_strides: Sequence[Seque
     n = len(stage_strides)
     shape = [int(s) for s in input_shape]
     for k in range(1, n + 1):
-        down = np.prod(np.array(stage_strides[k:], dtype=np.int64).reshape(-1, len(shape)), axis=0) \
-            if k < n else np.ones(len(shape), dtype=np.int64)
+        down = axis_products(stage_strides[k:], len(shape))
         if all(s >= s0 * d for s, d in zip(shape, down)):
             return k
     return n
@@ -119,13 +127,8 @@ class StageSkippingConfig:
 
     def cumulative_strides(self, r: int) -> List[List[int]]:
         """Per output (finest first): total downsampling relative to the input when entering at stage r."""
-        out, total = [], np.ones(self.dim, dtype=np.int64)
         levels = range(r, max(r + 1, self.n_stages))  # active decoder levels r..N-1 (stage N alone: level N)
-        for k in levels:
-            if k > r:
-                total = total * np.array(self.stage_strides[k - 1])
-            out.append([int(v) for v in total])
-        return out
+        return [axis_products(self.stage_strides[r:k], self.dim) for k in levels]
 
     def output_scales(self, input_shape: Sequence[int]) -> List[List[float]]:
         """nnU-Net deep-supervision scales (fractions of the input size) of the outputs for this input."""
@@ -204,8 +207,8 @@ class StageSkippingSegmentor(nn.Module):
     def forward(self, x: torch.Tensor):
         shape = tuple(x.shape[2:])
         r = self.config.first_active_stage(shape)
-        total = np.prod(np.array(self.config.stage_strides[r:] or [[1] * self.config.dim]), axis=0)
-        pad = [(-s) % int(m) for s, m in zip(shape, total)]
+        total = axis_products(self.config.stage_strides[r:], self.config.dim)
+        pad = [(-s) % m for s, m in zip(shape, total)]
         if any(pad):
             x = F.pad(x, [p for q in reversed(pad) for p in (0, q)])
         x = self.encoder_refine[r - 1](self.gates[r - 1](x))
