@@ -128,7 +128,11 @@ class FullScaleUNetConfig:
 
     @property
     def total_stride(self) -> List[int]:
-        return [int(v) for v in np.prod(np.array(self.strides), axis=0)]
+        # plain Python ints: torch.compile traces numpy in forward() (check_input) into tensors, breaking its graph
+        total = [1] * len(self.strides[0])
+        for stride in self.strides:
+            total = [t * int(s) for t, s in zip(total, stride)]
+        return total
 
     def stride_between(self, shallow: int, deep: int) -> List[int]:
         """Per-axis downsampling factor from stage ``shallow`` to stage ``deep`` (nnU-Net strides may be anisotropic)."""
