@@ -144,3 +144,13 @@ def test_architecture_plans_train_and_predict(ws, tmp_path):
     raw = ws.raw / ws.dataset_name(DATASET)
     ws.predict(DATASET, "2d", TRAINER, raw / "imagesTs", tmp_path / "pred", folds=(2,), plans="nnUNetPlans_ESUNet")
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
+
+
+def test_es_unet_paper_trainer_trains_with_the_papers_optimizer(ws):
+    """The paper's full recipe through nnUNetv2_train: Adam (0.9, 0.99), lr 1e-3, no weight decay, paper augmentation."""
+    ws.train(DATASET, "2d", 1, "ESUNetDWDRSSPaperTrainer_test")  # 2d, one iteration, no final validation
+    fold = ws.model_folder(DATASET, "2d", "ESUNetDWDRSSPaperTrainer_test") / "fold_1"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    group = checkpoint["optimizer_state"]["param_groups"][0]
+    assert group["weight_decay"] == 0.0 and tuple(group["betas"]) == (0.9, 0.99)
+    assert group["lr"] == pytest.approx(1e-3)  # cosine restart curve at epoch 0 of a 1-epoch run

@@ -3,7 +3,8 @@ import os
 
 import torch
 
-from nnunet_ext_trainers.es_unet_trainers import ESUNetDWDTrainer, ESUNetDWDRSSTrainer, UNet3PlusDWDRSSTrainer
+from nnunet_ext_trainers.es_unet_trainers import (ESUNetDWDRSSPaperTrainer, ESUNetDWDTrainer, ESUNetDWDRSSTrainer,
+                                                 UNet3PlusDWDRSSTrainer)
 from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWDRSS
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -43,4 +44,23 @@ class nnUNetTrainerDWDRSS_test(_Short, nnUNetTrainerDWDRSS):
 
 
 class nnUNetTrainer_test(_Short, nnUNetTrainer):
+    pass
+
+
+class _OneStepNoValidation:
+    """One epoch of one iteration and no final validation: only checks that a trainer trains (the other
+    foundation tests exercise validation and prediction)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 1
+        self.num_val_iterations_per_epoch = 1
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("final validation skipped (test trainer)")
+
+
+class ESUNetDWDRSSPaperTrainer_test(_OneStepNoValidation, ESUNetDWDRSSPaperTrainer):
     pass
