@@ -206,7 +206,7 @@ class MSCA(nn.Module):
 
 
 class MSCABlock(nn.Module):
-    """Norm -> (1x1 -> GELU -> MSCA -> 1x1, plus its input), residual; then Norm -> MLP (1x1, dw 3, GELU, 1x1), residual.
+    """Norm -> (1x1, GELU, MSCA, 1x1, plus its input), residual; then Norm -> MLP (1x1, dw 3, GELU, 1x1), residual.
 
     The inner shortcut is SegNeXt's ``SpatialAttention`` (it adds the normalised input back after the second
     1x1 conv), the paper's "embedded residual connection"; it adds no parameters.

@@ -38,7 +38,7 @@ class ESUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ESUNetArchitecture, Ext
 
 
 class ESUNetDWDRSSPaperScheduleTrainer(ESUNetPaperSchedule, ESUNetDWDRSSTrainer):
-    """The paper's full method with its schedule (Adam 0.9/0.99, lr 1e-3, cosine restarts /25 ep to 1e-5, 100 ep, no weight decay)."""
+    """The paper's full method and schedule: Adam 0.9/0.99, lr 1e-3, cosine restarts /25 ep to 1e-5, 100 ep, no decay."""
 
 
 class ESUNetDWDRSSPaperTrainer(ESUNetPaperAugmentation, ESUNetDWDRSSPaperScheduleTrainer):

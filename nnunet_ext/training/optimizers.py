@@ -24,7 +24,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 @dataclass(frozen=True)
 class StepDecayLR:
-    """lr(epoch) = initial_lr * factor^(epoch // every); from ``restart_epoch`` on: restart_lr * factor^((epoch - restart_epoch) // every)."""
+    """lr(e) = initial_lr * factor^(e // every); from ``restart_epoch`` r on: restart_lr * factor^((e - r) // every)."""
 
     initial_lr: float
     factor: float = 1.0
@@ -145,7 +145,7 @@ class STSNetPaperOptimizer(PaperOptimizer):
 
 
 class StageSkippingPaperOptimizer(PaperOptimizer):
-    """Multi-stage segmentor: lr 1.5e-3, batch 32 (Tables 6-7, small and large ROIs); optimiser unnamed -> nnU-Net's SGD + poly."""
+    """Multi-stage segmentor: lr 1.5e-3, batch 32 (Tables 6-7, small/large ROIs); no optimiser named: nnU-Net's SGD."""
 
     paper_optimizer = "sgd"
     paper_initial_lr = 1.5e-3

@@ -34,7 +34,8 @@ NNUNET_INTENSITY_TRANSFORMS = (GaussianNoiseTransform, GaussianBlurTransform, Mu
 def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0) -> ComposeTransforms:
     """nnU-Net's training pipeline without intensity transforms, scaling or elastic deformation (in place)."""
     if not isinstance(pipeline, ComposeTransforms):
-        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
+        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, "
+                        f"got {type(pipeline).__name__}")
     spatial = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
     if len(spatial) != 1:
         raise RuntimeError(f"expected one SpatialTransform in nnU-Net's training pipeline, found {len(spatial)}")
@@ -46,7 +47,7 @@ def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0) ->
 
 
 class ESUNetPaperAugmentation:
-    """The ES-UNet paper's augmentation: +-15 degree rotation per axis and mirroring (p = 0.5), nothing else of nnU-Net's."""
+    """The ES-UNet paper's augmentation: +-15 degree rotation per axis and mirroring (p = 0.5), no other of nnU-Net's."""
 
     paper_rotation_degrees: float = 15.0
     paper_p_rotation: float = 1.0  # the paper rotates every sample ("was performed"); it gives no probability
