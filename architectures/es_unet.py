@@ -35,6 +35,8 @@ from nnunet_ext.registry import register
 from nnunet_ext_architectures.blocks import SkipEncoder
 
 SKIP_CONNECTIONS = ("base", "enc_only", "dec_only", "both")
+# how ES-UNet's prediction averages its heads: their logits, or their softmax / sigmoid probabilities
+HEAD_FUSIONS = ("logits", "softmax", "sigmoid")
 VARIANTS = ("es_unet", "unet3plus")
 ES_UNET_CLASS = "nnunet_ext_architectures.es_unet.ESUNet"
 UNET3PLUS_CLASS = "nnunet_ext_architectures.es_unet.UNet3Plus"
@@ -62,6 +64,7 @@ class FullScaleUNetConfig:
     # ES-UNet only
     se_reduction: float = 0.25
     wide_same_level_stages: int = 1
+    head_fusion: str = "logits"
 
     @classmethod
     def build(cls, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd], kernel_sizes: IntOrSeq,
@@ -116,6 +119,8 @@ class FullScaleUNetConfig:
         if not 0 <= config.wide_same_level_stages <= n_stages:
             raise ValueError(f"wide_same_level_stages must be in [0, n_stages={n_stages}], "
                              f"got {config.wide_same_level_stages}")
+        if config.head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {config.head_fusion!r}")
         if isinstance(config.norm_op, str):
             config.norm_op = pydoc.locate(config.norm_op)
         if config.norm_op is None:
@@ -167,9 +172,13 @@ class ChannelSE(nn.Module):
         self.squeeze = conv_op(channels, hidden, kernel_size=1, bias=True)
         self.excite = conv_op(hidden, channels, kernel_size=1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample, per-channel weights in (0, 1), squeezed from all of ``x``."""
         pooled = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
-        return x * torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class ResizeTo(nn.Module):
@@ -195,10 +204,26 @@ class SkipPath(nn.Module):
         self.convs = convs
 
     def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        x = self.pool(self.attention(x))
+        if isinstance(self.attention, ChannelSE):
+            # SE before pooling (the paper's order), evaluated as pool(x) * gate(x): max-pooling commutes with a
+            # positive per-channel scale, so this is the same number without storing the full-size product.
+            x = self.pool(x) * self.attention.gate(x)
+        else:
+            x = self.pool(self.attention(x))
         if self.upsample is not None:
             x = self.upsample(x)
         return self.convs(self.resize(x, size))
+
+
+class ConcatFuse(ConvDropoutNormReLU):
+    """The fusion conv of a decoder stage, taking the paths' outputs as a list.
+
+    Concatenating inside the module lets activation checkpointing keep only the paths' outputs, not
+    their concatenation (a second copy of the same numbers).
+    """
+
+    def forward(self, parts: List[torch.Tensor]) -> torch.Tensor:
+        return super().forward(torch.cat(parts, dim=1))
 
 
 class FullScaleDecoderStage(nn.Module):
@@ -216,7 +241,7 @@ class FullScaleDecoderStage(nn.Module):
         size = skips[self.level].shape[2:]
         parts = [p(skips[int(i)], size) for i, p in self.encoder_paths.items()]
         parts += [p(decoded[int(i)], size) for i, p in self.decoder_paths.items()]
-        return self.fuse(torch.cat(parts, dim=1))
+        return self.fuse(parts)
 
 
 class FullScaleEncoder(SkipEncoder):
@@ -299,7 +324,8 @@ class FullScaleDecoder(nn.Module):
             else:
                 decoder_paths[i] = SkipPath(self._conv(src, cc, j))
         n_paths = len(encoder_paths) + len(decoder_paths)
-        fuse = self._conv(n_paths * cc, c.decoder_channels, j)
+        fuse = ConcatFuse(c.conv_op, n_paths * cc, c.decoder_channels, c.kernel_sizes[j], 1, c.conv_bias, c.norm_op,
+                          c.norm_op_kwargs, None, None, nn.ReLU, {"inplace": True})
         return FullScaleDecoderStage(j, encoder_paths, decoder_paths, fuse)
 
     def _build_head(self, j: int) -> nn.Module:
@@ -314,17 +340,41 @@ class FullScaleDecoder(nn.Module):
         for j in range(self.config.n_stages - 1, -1, -1):
             decoded[j] = self.stages[str(j)](skips, decoded) if j in self.decoder_levels else skips[j]
         resize = ResizeTo()
+        if self.variant == "unet3plus" and not self.deep_supervision:
+            return self.heads[0](decoded[0])  # the finest head is the prediction; the others only supervise
         heads = [resize(self.heads[j](decoded[j]), input_size) for j in range(self.config.n_stages)]
         if self.variant == "es_unet":
-            # paper: equally weighted mean of the heads (of sigmoid maps there; of logits here, see docs)
-            prediction = torch.stack(heads, dim=0).mean(dim=0)
+            prediction = fuse_heads(heads, self.config.head_fusion)
             return [prediction] + heads if self.deep_supervision else prediction
-        # UNet 3+: the finest head is the prediction; the others only supervise
-        return heads if self.deep_supervision else heads[0]
+        return heads
+
+
+def fuse_heads(heads: List[torch.Tensor], fusion: str = "logits") -> torch.Tensor:
+    """ES-UNet's prediction: the equally weighted mean of its heads, returned as logits.
+
+    ``"logits"`` averages the logits. ``"softmax"`` / ``"sigmoid"`` average the heads' probabilities (the
+    paper's wording) and return the log of that mean (softmax) or its logit (sigmoid), so nnU-Net's own
+    softmax / sigmoid of the output gives back exactly the mean probability. Computed with logsumexp so
+    confident heads do not underflow.
+    """
+    stacked = torch.stack(heads, dim=0)
+    if fusion == "logits":
+        return stacked.mean(dim=0)
+    log_k = float(np.log(len(heads)))
+    if fusion == "softmax":
+        return torch.logsumexp(F.log_softmax(stacked, dim=2), dim=0) - log_k
+    if fusion == "sigmoid":
+        log_p = torch.logsumexp(F.logsigmoid(stacked), dim=0) - log_k
+        log_not_p = torch.logsumexp(F.logsigmoid(-stacked), dim=0) - log_k
+        return log_p - log_not_p
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {fusion!r}")
 
 
 class _FullScaleUNet(nn.Module):
     variant = "es_unet"
+    # the modules activation checkpointing wraps (nnunet_ext.training.checkpointing): every path into a decoder
+    # stage and every fusion conv; their full-resolution intermediates are recomputed in the backward pass
+    checkpoint_units = (SkipPath, ConcatFuse)
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd], kernel_sizes: IntOrSeq,
@@ -379,9 +429,10 @@ class ESUNet(_FullScaleUNet):
     variant = "es_unet"
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
-                 se_reduction: float = 0.25, wide_same_level_stages: int = 1, **kwargs):
+                 se_reduction: float = 0.25, wide_same_level_stages: int = 1, head_fusion: str = "logits",
+                 **kwargs):
         super().__init__(input_channels, num_classes, deep_supervision, se_reduction=se_reduction,
-                         wide_same_level_stages=wide_same_level_stages, **kwargs)
+                         wide_same_level_stages=wide_same_level_stages, head_fusion=head_fusion, **kwargs)
 
 
 @register("architecture")
@@ -425,14 +476,17 @@ def _dotted(obj) -> Optional[str]:
 
 
 def es_unet_kwargs_from_configuration(configuration_manager, variant: str = "es_unet",
-                                      skip_connections: str = "both") -> dict:
+                                      skip_connections: str = "both", max_stages: Optional[int] = None,
+                                      head_fusion: str = "logits") -> dict:
     """Plans ``architecture`` entry for ES-UNet / UNet 3+ on the stage layout of an nnU-Net configuration.
 
     Returns ``{"network_class_name", "arch_kwargs", "_kw_requires_import"}`` (JSON-serialisable, the layout
     of nnU-Net's plans). Stages, widths, kernel sizes and strides come from the configuration's
     architecture (PlainConvUNet / ResidualEncoderUNet kwargs); C = the first stage's width; the norm op is
     the plan's (nnU-Net chose it for its batch size); encoder stages keep their conv count, residual
-    encoders map to the paper's two convs per stage.
+    encoders map to the paper's two convs per stage. ``max_stages`` keeps only the first (finest) stages,
+    e.g. 4 for the paper's N = 4 levels; the plans' patch then only needs to divide by the shorter
+    network's total stride.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -448,13 +502,18 @@ def es_unet_kwargs_from_configuration(configuration_manager, variant: str = "es_
     norm_op = source.get("norm_op")
     norm_op_name = norm_op if (norm_op is None or isinstance(norm_op, str)) else _dotted(norm_op)
     n_conv = source.get("n_conv_per_stage", 2)
+    n_stages = int(source["n_stages"])
+    if max_stages is not None:
+        if int(max_stages) < 2:
+            raise ValueError(f"max_stages must be >= 2 (a U-Net needs one downsampling), got {max_stages}")
+        n_stages = min(n_stages, int(max_stages))
     kwargs = {
-        "n_stages": int(source["n_stages"]),
-        "features_per_stage": [int(f) for f in np.atleast_1d(source["features_per_stage"])],
+        "n_stages": n_stages,
+        "features_per_stage": [int(f) for f in np.atleast_1d(source["features_per_stage"])][:n_stages],
         "conv_op": conv_op_name,
-        "kernel_sizes": [[int(k) for k in np.atleast_1d(ks)] for ks in source["kernel_sizes"]],
-        "strides": [[int(s) for s in np.atleast_1d(st)] for st in source["strides"]],
-        "n_conv_per_stage": [int(c) for c in np.atleast_1d(n_conv)] if not isinstance(n_conv, int) else n_conv,
+        "kernel_sizes": [[int(k) for k in np.atleast_1d(ks)] for ks in source["kernel_sizes"]][:n_stages],
+        "strides": [[int(s) for s in np.atleast_1d(st)] for st in source["strides"]][:n_stages],
+        "n_conv_per_stage": [int(c) for c in np.atleast_1d(n_conv)][:n_stages] if not isinstance(n_conv, int) else n_conv,
         "skip_channels": None,
         "conv_bias": bool(source.get("conv_bias", True)),
         "norm_op": norm_op_name,
@@ -462,7 +521,9 @@ def es_unet_kwargs_from_configuration(configuration_manager, variant: str = "es_
         "skip_connections": skip_connections,
     }
     if variant == "es_unet":
-        kwargs.update(se_reduction=0.25, wide_same_level_stages=1)
+        kwargs.update(se_reduction=0.25, wide_same_level_stages=1, head_fusion=head_fusion)
+    elif head_fusion != "logits":
+        raise ValueError(f"UNet 3+ predicts with its finest head; head_fusion={head_fusion!r} applies to ES-UNet only")
     # validate now (clear errors at planning time, not at the first training step)
     config = FullScaleUNetConfig.build(**{k: v for k, v in kwargs.items()
                                           if k not in ("conv_bias", "norm_op_kwargs")})

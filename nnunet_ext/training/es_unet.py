@@ -9,9 +9,13 @@ logits; UNet 3+: its finest head).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from nnunet_ext.training.checkpointing import CheckpointedArchitecture
 
 from nnunet_ext_architectures.es_unet import (
     CLASS_BY_VARIANT, ESUNet, UNet3Plus, es_unet_kwargs_from_configuration)
@@ -24,10 +28,17 @@ def equal_deep_supervision_weights(n_outputs: int) -> np.ndarray:
     return np.full(n_outputs, 1.0 / n_outputs)
 
 
-class _FullScaleArchitecture:
+class _FullScaleArchitecture(CheckpointedArchitecture):
     variant: str = "es_unet"
     network_class = ESUNet
     skip_connections: str = "both"  # Table 4: "base" | "enc_only" | "dec_only" | "both"
+    # on by default: at nnU-Net's stock 3d_fullres plans the plain full-scale decoder needs several times
+    # vanilla's memory (docs/benchmarks/real_scale); same outputs and gradients, more time (docs/es_unet.md)
+    activation_checkpointing: bool = True
+    # the paper's N = 4 levels on plans with more stages; None follows the plans
+    max_stages: Optional[int] = None
+    # ES-UNet's prediction: mean of the heads' "logits" (default) or of their "softmax" / "sigmoid" probabilities
+    head_fusion: str = "logits"
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -42,15 +53,29 @@ class _FullScaleArchitecture:
             raise ValueError(f"{cls.__name__} builds {ours}, but the plans configuration names {arch_name}; "
                              f"use the matching trainer or plans")
         else:
-            arch = es_unet_kwargs_from_configuration(configuration_manager, cls.variant, cls.skip_connections)
+            arch = es_unet_kwargs_from_configuration(configuration_manager, cls.variant, cls.skip_connections,
+                                                     max_stages=cls.max_stages, head_fusion=cls.head_fusion)
             kwargs, requires_import = arch["arch_kwargs"], arch["_kw_requires_import"]
-        # the trainer's name promises the Table 4 variant, so its attribute wins over the plans
+        # the trainer's name promises the Table 4 variant (and head fusion), so its attributes win over the plans
         kwargs["skip_connections"] = cls.skip_connections
-        return get_network_from_plans(ours, kwargs, requires_import, num_input_channels, num_output_channels,
-                                      allow_init=True, deep_supervision=enable_deep_supervision)
+        if cls.variant == "es_unet":
+            kwargs["head_fusion"] = cls.head_fusion
+        network = get_network_from_plans(ours, kwargs, requires_import, num_input_channels, num_output_channels,
+                                         allow_init=True, deep_supervision=enable_deep_supervision)
+        return cls.checkpointed(network)
+
+    def initialize(self):
+        fusion = self.head_fusion
+        if fusion != "logits" and (fusion == "sigmoid") != self.label_manager.has_regions:
+            raise ValueError(f"{type(self).__name__}: head_fusion={fusion!r} does not match this dataset, whose "
+                             f"outputs nnU-Net turns into probabilities with "
+                             f"{'sigmoid (regions)' if self.label_manager.has_regions else 'softmax'}")
+        super().initialize()
 
     def _num_network_outputs(self) -> int:
         n_stages = len(self.configuration_manager.pool_op_kernel_sizes)
+        if self.max_stages is not None:
+            n_stages = min(n_stages, self.max_stages)
         return n_stages + (1 if self.variant == "es_unet" else 0)
 
     def _get_deep_supervision_scales(self):

@@ -1,0 +1,298 @@
+"""Real-scale cost of every trainer family on a dataset's stock nnU-Net plans, side by side in one run.
+
+Each trainer is measured in a fresh process, exactly as ``nnUNetv2_train`` would set it up: the trainer
+class nnU-Net finds, ``initialize()`` (network from the plans, its loss with deep supervision, its
+optimizer), then nnU-Net's own ``train_step`` on a batch of the plans' batch size and patch size (random
+image, random labels; the targets at the trainer's deep-supervision scales). Reported per trainer:
+
+- parameters, GFLOPs of one forward per patch (torch's FlopCounterMode, 2 per multiply-add),
+- peak training-step memory: CUDA max allocated on a GPU; on a CPU the process's peak RSS above its
+  resident size after ``initialize()`` (what the step itself adds, incl. gradients and optimizer state),
+- the estimator's figure for the same network (nnunet_ext.planning.memory), for comparison,
+- seconds per training step (median of the timed steps after one untimed step),
+- milliseconds per forward in eval (no grad, deep supervision off, as nnUNetv2_predict runs it),
+
+and every ratio to the first trainer (vanilla nnU-Net). The machine is noisy: read the ratios, which come
+from one run, not the absolute seconds.
+
+    python -m nnunet_ext.benchmark.real_scale -d 990 --generate --out docs/benchmarks/real_scale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+GB = 1024 ** 3
+
+FAMILIES = ("nnUNetTrainer", "ESUNetDWDRSSTrainer", "ESUNetTrainer", "UNet3PlusTrainer", "DLKUNetLTrainer",
+            "ELANResMSCAUNetTrainer", "STSNet25DTrainer", "StageSkippingSegmentorTrainer")
+
+# the phantom this benchmark plans on: a 1 mm CT-like volume (z y x), so nnU-Net's planner picks its usual
+# ~128^3-class 3d_fullres patch (96 x 160 x 160, batch 2, 6 stages at nnU-Net 2.8's defaults)
+REAL_SCALE_SHAPE = (120, 200, 200)
+REAL_SCALE_SPACING = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class StepCost:
+    trainer: str
+    patch_size: List[int]
+    batch_size: int
+    parameters: int
+    gflops_per_patch: float
+    train_memory_gb: float
+    memory_kind: str
+    estimate_gb: Optional[float]
+    train_step_s: float
+    train_step_all_s: List[float]
+    forward_ms: float
+    loss: float
+    checkpointing: bool
+    device: str
+    threads: int
+    notes: List[str] = field(default_factory=list)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _targets(trainer, batch: int, patch: Sequence[int]):
+    """Random labels at every deep-supervision scale, the shapes nnU-Net's loader + transforms produce."""
+    import numpy as np
+    import torch
+
+    labels = trainer.label_manager.all_labels
+    n = max(labels) + 1
+    scales = trainer._get_deep_supervision_scales() if trainer.enable_deep_supervision else None
+    full = torch.randint(0, n, (batch, 1, *patch)).float()
+    if scales is None:
+        return full
+    out = []
+    for scale in scales:
+        shape = [int(round(p * s)) for p, s in zip(patch, scale)]
+        out.append(full if list(shape) == list(patch) else
+                   torch.nn.functional.interpolate(full, size=shape, mode="nearest"))
+    return out
+
+
+def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device_name: str,
+                    steps: int, threads: int, patch_override: Optional[List[int]] = None,
+                    estimate: bool = True) -> StepCost:
+    """Runs in the child process: one trainer, set up as nnUNetv2_train does, then its real train_step."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    from nnunet_ext.cost import count_flops, count_parameters
+    from nnunet_ext.trainer_lookup import find_trainer
+    from nnunet_ext.training.checkpointing import is_checkpointed
+
+    torch.set_num_threads(max(1, threads))
+    device = torch.device(device_name)
+    folder = Path(preprocessed)
+    plans = load_json(str(folder / f"{plans_name}.json"))
+    if patch_override:
+        plans["configurations"][configuration]["patch_size"] = [int(p) for p in patch_override]
+    plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds to the plans
+    dataset_json = load_json(str(folder / "dataset.json"))
+    trainer_class = find_trainer(trainer_name)
+    trainer = trainer_class(plans, configuration, 0, dataset_json, device=device)
+    trainer.initialize()
+    network = trainer.network
+    plain = getattr(network, "_orig_mod", network)
+    cm = trainer.configuration_manager
+    patch, batch = [int(p) for p in cm.patch_size], int(trainer.batch_size)
+    n_in = plain_inputs = trainer.num_input_channels
+    notes = []
+
+    flops = None
+    try:  # shapes only: the same network built on the meta device
+        with torch.device("meta"):
+            meta = trainer_class.build_network_architecture(trainer.plans_manager, cm, n_in,
+                                                            trainer.label_manager.num_segmentation_heads, False)
+        flops = count_flops(meta, (1, n_in, *patch), "meta")
+    except (RuntimeError, NotImplementedError, TypeError) as error:
+        notes.append(f"FLOPs not countable on the meta device ({type(error).__name__})")
+
+    estimate_gb = None
+    if estimate:
+        try:
+            from nnunet_ext.planning.memory import estimate_training_memory
+            divisor = [int(v) for v in torch.tensor(cm.pool_op_kernel_sizes).prod(dim=0)]
+            estimate_gb = estimate_training_memory(plain, n_in, patch, batch, divisor).total_gb
+        except Exception as error:  # the estimate is a comparison figure; its failure must not hide the measurement
+            notes.append(f"no estimate: {type(error).__name__}: {str(error)[:120]}")
+
+    data = torch.randn(batch, plain_inputs, *patch)
+    target = _targets(trainer, batch, patch)
+    batch_dict = {"data": data, "target": target}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _rss_bytes()
+    times, loss = [], float("nan")
+    trainer.network.train()
+    for step in range(max(2, steps)):
+        _sync(device)
+        start = time.perf_counter()
+        loss = float(trainer.train_step(batch_dict)["loss"])
+        _sync(device)
+        if step > 0:
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        memory, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated"
+    else:
+        memory, kind = _peak_rss_bytes() - baseline, "CPU peak RSS above post-initialize"
+
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    with torch.no_grad():
+        x = torch.randn(1, plain_inputs, *patch, device=device)
+        trainer.network(x)
+        _sync(device)
+        start = time.perf_counter()
+        trainer.network(x)
+        _sync(device)
+        forward_ms = 1000 * (time.perf_counter() - start)
+    return StepCost(trainer=trainer_name, patch_size=patch, batch_size=batch, parameters=count_parameters(plain),
+                    gflops_per_patch=(flops or 0) / 1e9, train_memory_gb=memory / GB, memory_kind=kind,
+                    estimate_gb=estimate_gb, train_step_s=statistics.median(times), train_step_all_s=times,
+                    forward_ms=forward_ms, loss=loss, checkpointing=is_checkpointed(plain), device=str(device),
+                    threads=threads, notes=notes)
+
+
+def measure_in_subprocess(spec: dict, timeout: int = 7200) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), nnUNet_compile="false")
+    proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.real_scale", "--child", json.dumps(spec)],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
+        last = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
+        return {"trainer": spec["trainer_name"], "error": f"exit {proc.returncode}{killed}: {last[0]}", "log": tail}
+    return json.loads(lines[-1])
+
+
+def _ratio(value, reference) -> str:
+    return f"{value / reference:.2f}" if reference else "-"
+
+
+def render(results: List[dict], command: str, title: str) -> str:
+    ok = [r for r in results if "error" not in r]
+    ref = ok[0] if ok else None
+    lines = [f"### {title}", "", f"`{command}`", ""]
+    if ref:
+        lines += [f"Patch {'x'.join(map(str, ref['patch_size']))}, batch {ref['batch_size']}, device "
+                  f"{ref['device']} ({ref['threads']} threads); memory = {ref['memory_kind']}. Ratios are to "
+                  f"`{ref['trainer']}`, measured in the same run.", ""]
+    lines += ["| trainer | patch x batch | checkpointing | params M | GFLOPs/patch | FLOPs x | train memory GB | "
+              "memory x | estimate GB | s / train step | time x | forward ms | forward x | loss |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['trainer']} | failed: {r['error'].splitlines()[0][:160]} |" + " |" * 12)
+            continue
+        est = f"{r['estimate_gb']:.2f}" if r.get("estimate_gb") is not None else "-"
+        lines.append(
+            f"| {r['trainer']} | {'x'.join(map(str, r['patch_size']))} x {r['batch_size']} | "
+            f"{'yes' if r['checkpointing'] else 'no'} | {r['parameters'] / 1e6:.2f} | {r['gflops_per_patch']:.1f} | "
+            f"{_ratio(r['gflops_per_patch'], ref['gflops_per_patch'])} | {r['train_memory_gb']:.2f} | "
+            f"{_ratio(r['train_memory_gb'], ref['train_memory_gb'])} | {est} | {r['train_step_s']:.1f} | "
+            f"{_ratio(r['train_step_s'], ref['train_step_s'])} | {r['forward_ms']:.0f} | "
+            f"{_ratio(r['forward_ms'], ref['forward_ms'])} | {r['loss']:.3f} |")
+    notes = [f"- {r['trainer']}: {n}" for r in ok for n in r.get("notes", [])]
+    return "\n".join(lines + ([""] + notes if notes else []) + [""])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nnunet_ext.benchmark.real_scale",
+        description="Training-step memory and time of every trainer family at a dataset's stock nnU-Net plans, "
+                    "side by side in one run (each trainer in a fresh process).")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("-d", "--dataset", type=int, default=990, help="dataset id (default: 990)")
+    parser.add_argument("--generate", action="store_true",
+                        help="generate the real-scale phantom (4 cases of 120x200x200 at 1 mm) and run "
+                             "nnUNetv2_plan_and_preprocess on it first, if not planned yet")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="(default: 3d_fullres)")
+    parser.add_argument("-tr", "--trainers", nargs="+", default=list(FAMILIES),
+                        help="trainers; the first is the reference of every ratio (default: one per family)")
+    parser.add_argument("--patch", type=int, nargs="+", help="override the plans' patch size (default: the plans')")
+    parser.add_argument("--steps", type=int, default=2, help="training steps; the first is not timed (default: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default: 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--no-estimate", action="store_true", help="skip the memory estimator's figure")
+    parser.add_argument("--out", type=Path, required=False, help="folder for results.json and table.md")
+    parser.add_argument("--title", default="Stock nnU-Net plans", help="table heading")
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(asdict(measure_trainer(**spec))))
+        return 0
+
+    from nnunet_ext.planning.arch_plans import preprocessed_dataset_folder
+
+    if args.generate:
+        _generate_and_plan(args.dataset)
+    folder = preprocessed_dataset_folder(args.dataset)
+    command = "python -m nnunet_ext.benchmark.real_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    results = []
+    for name in args.trainers:
+        spec = {"preprocessed": str(folder), "plans_name": args.plans, "configuration": args.configuration,
+                "trainer_name": name, "device_name": args.device, "steps": args.steps, "threads": args.threads,
+                "patch_override": args.patch, "estimate": not args.no_estimate}
+        start = time.perf_counter()
+        result = measure_in_subprocess(spec)
+        result["wall_s"] = time.perf_counter() - start
+        results.append(result)
+        print(f"[real-scale] {name}: " + (result["error"].splitlines()[0] if "error" in result else
+                                          f"{result['train_memory_gb']:.2f} GB, {result['train_step_s']:.1f} s/step"),
+              flush=True)
+        if args.out:  # keep what is done if a later trainer is killed
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    table = render(results, command, args.title)
+    print(table)
+    if args.out:
+        (args.out / "table.md").write_text(table)
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def _generate_and_plan(dataset: int) -> None:
+    from nnunet_ext.planning.arch_plans import preprocessed_dataset_folder
+
+    try:
+        if (preprocessed_dataset_folder(dataset) / "nnUNetPlans.json").is_file():
+            return
+    except ValueError:  # PlanningError: not planned yet
+        pass
+    subprocess.run(["nnunet-ext", "generate", "--id", str(dataset), "--name", "RealScale", "--cases", "4",
+                    "--shape", *map(str, REAL_SCALE_SHAPE), "--spacing", *map(str, REAL_SCALE_SPACING)], check=True)
+    subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset), "-c", "3d_fullres", "-np", "2"], check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
