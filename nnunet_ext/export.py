@@ -157,7 +157,10 @@ def export_network(network: nn.Module, example: torch.Tensor, output_dir, format
     if isinstance(reference, (list, tuple)):
         raise ExportError("the network returns several outputs (deep supervision is on); export the inference form")
     result = ExportResult()
-    if "onnx" in formats:
+    if "onnx" in formats and not _has_onnx():
+        result.skipped.append("onnx: torch writes ONNX only with the onnx package installed: "
+                              "pip install 'nnunet-ext[export]' (onnx + onnxruntime)")
+    elif "onnx" in formats:
         path = out / f"{name}.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,6 +183,12 @@ def export_network(network: nn.Module, example: torch.Tensor, output_dir, format
         except Exception as error:  # some networks do not trace; ONNX is the deployment format anyway
             result.skipped.append(f"torchscript: {type(error).__name__}: {str(error).splitlines()[0]}")
     return result
+
+
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
 
 
 def _onnx_difference(path: Path, example: torch.Tensor, reference: torch.Tensor) -> Optional[float]:

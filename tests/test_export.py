@@ -63,6 +63,16 @@ def test_torchscript_export_matches_pytorch(tmp_path):
         export_network(net, x, tmp_path, formats=("tflite",))
 
 
+def test_without_the_onnx_package_onnx_is_skipped_with_the_install_command(tmp_path, monkeypatch):
+    import nnunet_ext.export as export
+
+    monkeypatch.setattr(export, "_has_onnx", lambda: False)
+    result = export_network(nn.Conv2d(1, 2, 3), torch.randn(1, 1, 8, 8), tmp_path)
+    assert result.skipped == ["onnx: torch writes ONNX only with the onnx package installed: "
+                              "pip install 'nnunet-ext[export]' (onnx + onnxruntime)"]
+    assert result.files == [str(tmp_path / "network.torchscript.pt")] and not (tmp_path / "network.onnx").exists()
+
+
 def model_folder(tmp_path, trainer_name):
     folder = tmp_path / f"{trainer_name}__nnUNetPlans__2d"
     (folder / "fold_0").mkdir(parents=True)
