@@ -229,6 +229,8 @@ class WeightedRegionLoss(nn.Module):
                              f"(b, 1, ...) for labels or (b, c, ...) for regions")
         if not self.has_regions and target.shape[1] != 1:
             raise ValueError(f"label training needs a label-map target (b, 1, ...), got {tuple(target.shape)}")
+        # float16 logits (autocast) in float32, as the other losses: fp16 cross-entropy overflows to inf at large logits
+        net_output = net_output.float()
         target_clean, mask = self.split_target(target)
         probabilities = torch.sigmoid(net_output) if self.has_regions else softmax_helper_dim1(net_output)
         total = 0
