@@ -77,7 +77,7 @@ GPU = CheckConfig(device="cuda", table9_size=PAPER_INPUT_SIZE, warmup=5, repeats
                   spacing=(1.0, 1.0, 1.0), cases=6, test_cases=1, iterations=20, val_iterations=2,
                   jobs=len(FAMILIES), da_processes=2, force_compile=False, disable_tta=False, sequential_predict=False,
                   timeout=420)
-DRY_RUN = CheckConfig(device="cpu", table9_size=16, warmup=1, repeats=2, shape=(16, 32, 32), spacing=(3.0, 1.0, 1.0),
+DRY_RUN = CheckConfig(device="cpu", table9_size=16, warmup=1, repeats=2, shape=(16, 24, 24), spacing=(3.0, 1.0, 1.0),
                       cases=5, test_cases=1, iterations=2, val_iterations=1, jobs=1, da_processes=0,
                       force_compile=True, disable_tta=True, sequential_predict=True, timeout=600)
 
@@ -331,6 +331,8 @@ def parse_args(argv=None):
                    help=f"trainer classes to train (default: all {len(FAMILIES)} families)")
     p.add_argument("--skip-table9", action="store_true")
     p.add_argument("--jobs", type=int, default=None, help="trainings at the same time (GPU default: all)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="generated volumes' shape (GPU default 64 128 128, dry run 16 24 24: 3-stage plans)")
     return p.parse_args(argv)
 
 
@@ -341,6 +343,10 @@ def main(argv=None) -> int:
         if args.jobs < 1:
             raise SystemExit("--jobs must be >= 1")
         config = replace(config, jobs=args.jobs)
+    if args.shape is not None:
+        if min(args.shape) < 8:
+            raise SystemExit(f"--shape {args.shape}: every axis needs >= 8 voxels")
+        config = replace(config, shape=tuple(args.shape))
     families = FAMILIES
     if args.families:
         known = dict((t, f) for f, t in FAMILIES)
