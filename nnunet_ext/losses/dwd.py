@@ -58,6 +58,7 @@ class DynamicallyWeightedDiceLoss(SoftLossBase):
 
     def sums(self, x: torch.Tensor, y: torch.Tensor, loss_mask: Optional[torch.Tensor] = None):
         """I, P, G of shape (b, c) -- or (c,) with batch_dice, summed over all DDP ranks like nnU-Net."""
+        x = x.float()  # float16 logits (autocast): the softmax / sigmoid in float32, as the focal term
         if self.apply_nonlin is not None:
             x = self.apply_nonlin(x)
         axes = tuple(range(2, x.ndim))
