@@ -74,6 +74,12 @@ class NarrowStageSkippingTrainer(StageSkippingSegmentorTrainer):
     segmentor_base_features = 4
 
 
+class ESUNetPlainTrainer(ESUNetTrainer):
+    """ES-UNet without activation checkpointing (its trainers checkpoint by default)."""
+
+    activation_checkpointing = False
+
+
 @dataclass(frozen=True)
 class NetworkCase:
     """One network as a trainer builds it, plus the input shape it trains on."""
@@ -93,7 +99,8 @@ class NetworkCase:
 
 CASES: Dict[str, NetworkCase] = {c.name: c for c in [
     NetworkCase("vanilla", nnUNetTrainer, configuration_3d),
-    NetworkCase("es_unet", ESUNetTrainer, configuration_3d),
+    NetworkCase("es_unet", ESUNetTrainer, configuration_3d),  # activation checkpointing on (the default)
+    NetworkCase("es_unet_plain", ESUNetPlainTrainer, configuration_3d),
     NetworkCase("unet3plus", UNet3PlusTrainer, configuration_3d),
     NetworkCase("dlkunet_s", DLKUNetSTrainer, configuration_3d_deep),
     NetworkCase("dlkunet_m", DLKUNetMTrainer, configuration_3d_deep),

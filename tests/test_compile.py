@@ -25,6 +25,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from network_matrix import CASES, outputs_as_list
 
 from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.checkpointing import is_checkpointed
 from nnunet_ext.training.dwd import build_dwd_focal_loss
 
 OUTPUT_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -126,6 +127,11 @@ def test_aot_eager_compile_matches_eager(name):
     # one graph per (mode, deep supervision) and no graph breaks: train, eval, eval without deep supervision;
     # the second train and eval reuse theirs (a recompile there would mean guards on changing state)
     assert pair.counter.frame_count == 3, f"{name}: {pair.counter.frame_count} compiled graphs, expected 3"
+
+
+def test_matrix_covers_es_unet_with_and_without_activation_checkpointing():
+    assert is_checkpointed(CASES["es_unet"].build()) and is_checkpointed(CASES["unet3plus"].build())
+    assert not is_checkpointed(CASES["es_unet_plain"].build())
 
 
 def test_inductor_compile_matches_eager_dlkunet_s():
