@@ -1,4 +1,4 @@
-"""Every network the trainers build, at narrow widths and tiny patches, built through each trainer's own
+"""Every network (and loss) the trainers build, at narrow widths and tiny patches, built through each trainer's own
 ``build_network_architecture`` on hand-made configurations (shared by the compile and mixed-precision tests).
 
 One 3D configuration with five stages (so DLKUNet S/M/L cut it to 3/4/5 stages and differ), a 2D one for
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_ext_trainers.dlkunet_trainers import DLKUNetLTrainer, DLKUNetMTrainer, DLKUNetSTrainer
@@ -114,3 +115,18 @@ CASES: Dict[str, NetworkCase] = {c.name: c for c in [
 
 def outputs_as_list(out) -> List[torch.Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+LABELS = {"background": 0, "a": 1}
+REGIONS = {"background": 0, "whole": [1, 2], "core": 2}
+
+
+def trainer_loss(trainer_class, regions: bool, epoch: int = 0, ddp: bool = False) -> nn.Module:
+    """The per-output loss a trainer builds (its build_segmentation_loss), without a dataset: two labels
+    (background + one class) or two regions, batch Dice on as nnU-Net's 3d_fullres plans have it."""
+    trainer = trainer_class.__new__(trainer_class)  # only what the loss hooks read
+    trainer.label_manager = LabelManager(REGIONS, [1, 2]) if regions else LabelManager(LABELS, None)
+    trainer.configuration_manager = ConfigurationManager(
+        {"batch_dice": True, "architecture": plain_unet_architecture(3, [[1, 1, 1]], [[3, 3, 3]], [4])})
+    trainer.is_ddp, trainer.current_epoch, trainer.num_epochs = ddp, epoch, 10
+    return trainer.build_segmentation_loss()

@@ -12,23 +12,18 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from network_matrix import CASES, outputs_as_list, plain_unet_architecture
+from network_matrix import CASES, outputs_as_list, trainer_loss
 
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext_trainers.loss_schedule_trainers import (nnUNetTrainerDynamicLoss, nnUNetTrainerELANResLoss,
                                                        nnUNetTrainerPhaseLoss)
 from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWD, nnUNetTrainerFocalDice
 
-LABELS = {"background": 0, "a": 1}
-REGIONS = {"background": 0, "whole": [1, 2], "core": 2}
 # our losses cast to float32 before anything else; nnU-Net's compounds run as in its train_step
 
 
@@ -39,16 +34,6 @@ class ELANResAllTermsTrainer(nnUNetTrainerELANResLoss):
 OUR_TRAINERS = {"dwd_focal": nnUNetTrainerDWD, "focal_dice": nnUNetTrainerFocalDice,
                 "elanres_family": nnUNetTrainerELANResLoss, "elanres_all_terms": ELANResAllTermsTrainer}
 NNUNET_TRAINERS = {"nnunet_default": ExtTrainer, "phase": nnUNetTrainerPhaseLoss, "dynamic": nnUNetTrainerDynamicLoss}
-
-
-def trainer_loss(trainer_class, regions: bool, epoch: int = 0):
-    """The per-output loss the trainer builds (its build_segmentation_loss), without a dataset."""
-    trainer = trainer_class.__new__(trainer_class)  # only what the loss hooks read
-    trainer.label_manager = LabelManager(REGIONS, [1, 2]) if regions else LabelManager(LABELS, None)
-    trainer.configuration_manager = ConfigurationManager(
-        {"batch_dice": True, "architecture": plain_unet_architecture(3, [[1, 1, 1]], [[3, 3, 3]], [4])})
-    trainer.is_ddp, trainer.current_epoch, trainer.num_epochs = False, epoch, 10
-    return trainer.build_segmentation_loss()
 
 
 def uniform_case(regions: bool, logit: float, n_voxels: int = 131072):
@@ -90,7 +75,7 @@ def _under_autocast(loss, logits, target):
 
 def random_case(regions: bool, extreme: bool, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    channels = 2 if regions else 2
+    channels = 2
     logits = torch.randn((2, channels, 4, 8, 8), generator=generator) * 4
     if extreme:  # near float16's largest value (65504), of both signs, on right and wrong classes
         logits[0, 0, 0, :2, :2] = 60000
