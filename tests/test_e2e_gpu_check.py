@@ -6,7 +6,7 @@ backend aot_eager), so nnUNetv2_train saves the checkpoint of a compiled network
 import json
 import math
 import subprocess
-import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -94,3 +94,23 @@ def test_dry_run_end_to_end(tmp_path):
                                      2, 3, deep_supervision=True)
     assert rows["nnUNetTrainer_ep1it2val1_compiled"]["params"] == count_parameters(vanilla)
     assert result["patch_size"] == plans["configurations"]["3d_fullres"]["patch_size"]
+
+
+def test_gpu_table_puts_measurements_next_to_the_paper():
+    assert gpu_check.paper_figures("es_unet", gpu_check.GPU) == (9.01, 3020.38, 178.52, 16.13)
+    assert gpu_check.paper_figures("es_unet", gpu_check.DRY_RUN) == (None,) * 4
+    row = {"key": "es_unet", "network": "ES-UNet (paper preset)", "input": [1, 2, 144, 144, 144], "params": 8_981_300,
+           "macs": 3_001_234_000_000, "ms_per_forward": 95.25, "peak_gb_inference": 7.5, "peak_gb_train_step": 21.25,
+           "precision": "float16 autocast"}
+    row.update(zip(("paper_params_m", "paper_gflops", "paper_ms", "paper_peak_gb"),
+                   gpu_check.paper_figures("es_unet", gpu_check.GPU)))
+    family = {"family": "ES-UNet", "trainer": "ESUNetDWDRSSTrainer_ep1it20val2", "ok": True, "params": 2_456_000,
+              "compiled": True, "grad_scaler": True, "train_losses": [1.25], "val_losses": [0.5],
+              "seconds_per_iteration_median": 0.125, "test_dice": 0.5, "train_seconds": 200.0, "predict_seconds": 30.0}
+    text = gpu_check.format_markdown({"dry_run": False, "device": "NVIDIA H200", "command": "bash scripts/gpu_check.sh",
+                                      "seconds": 400.0, "config": asdict(gpu_check.GPU), "table9": [row],
+                                      "families": [family], "patch_size": [64, 128, 128], "batch_size": 2})
+    assert ("| ES-UNet (paper preset) | 144^3 | 8.981 | 9.01 | 3001.23 | 3020.38 | 95.25 | 178.52 | 7.50 | 21.25 "
+            "| 16.13 |") in text
+    assert ("| ES-UNet | ESUNetDWDRSSTrainer_ep1it20val2 | yes | 2.456 | True | True | 1.2500 | 0.5000 | 0.125 | "
+            "0.500 | 200 | 30 |") in text

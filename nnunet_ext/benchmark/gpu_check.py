@@ -24,7 +24,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 # (family, headline trainer class of that family)
 FAMILIES = (
@@ -171,14 +171,18 @@ def measure_table9_row(key: str, label: str, build: Callable, size: int, config:
     del net, x
     if cuda:
         torch.cuda.empty_cache()
-    paper = PAPER_TABLE9[key] if size in (PAPER_INPUT_SIZE, 128) and config.table9_size == PAPER_INPUT_SIZE \
-        else (None,) * 4
+    paper = paper_figures(key, config)
     return {"key": key, "network": label, "input": list(shape), "params": cost.params,
             "params_on_device": params_on_device, "macs": cost.macs, "torch_flops": cost.flops,
             "ms_per_forward": statistics.median(times), "ms_all": times,
             "precision": "float16 autocast" if cuda else "float32", "peak_gb_inference": infer_gb,
             "peak_gb_train_step": train_gb, "paper_params_m": paper[0], "paper_gflops": paper[1],
             "paper_ms": paper[2], "paper_peak_gb": paper[3]}
+
+
+def paper_figures(key: str, config: CheckConfig) -> tuple:
+    """The paper's (params M, GFLOPs, ms, GB) for a row, or Nones when the run is not at the paper's 144^3."""
+    return PAPER_TABLE9[key] if config.table9_size == PAPER_INPUT_SIZE else (None,) * 4
 
 
 def run_table9(config: CheckConfig) -> List[dict]:
