@@ -158,16 +158,19 @@ def measure_table9_row(key: str, label: str, build: Callable, size: int, config:
     with torch.no_grad(), autocast:
         times = _timed_forwards(net, x, device, config.warmup, config.repeats)
     infer_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
-    train_gb = None
+    train_gb, train_error = None, None
     if cuda:  # one training step's peak (forward + backward, fp16 autocast, batch 1)
         net.train()
         torch.cuda.reset_peak_memory_stats(device)
-        with autocast:
-            out = net(x)
-        (out[0] if isinstance(out, (list, tuple)) else out).float().mean().backward()
-        torch.cuda.synchronize(device)
-        train_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        del out
+        try:
+            with autocast:
+                out = net(x)
+            (out[0] if isinstance(out, (list, tuple)) else out).float().mean().backward()
+            torch.cuda.synchronize(device)
+            train_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            del out
+        except torch.cuda.OutOfMemoryError:  # a smaller GPU than the check is sized for: say so, go on
+            train_error = f"CUDA out of memory (at {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GB)"
     del net, x
     if cuda:
         torch.cuda.empty_cache()
@@ -176,8 +179,8 @@ def measure_table9_row(key: str, label: str, build: Callable, size: int, config:
             "params_on_device": params_on_device, "macs": cost.macs, "torch_flops": cost.flops,
             "ms_per_forward": statistics.median(times), "ms_all": times,
             "precision": "float16 autocast" if cuda else "float32", "peak_gb_inference": infer_gb,
-            "peak_gb_train_step": train_gb, "paper_params_m": paper[0], "paper_gflops": paper[1],
-            "paper_ms": paper[2], "paper_peak_gb": paper[3]}
+            "peak_gb_train_step": train_gb, "train_step_error": train_error, "paper_params_m": paper[0],
+            "paper_gflops": paper[1], "paper_ms": paper[2], "paper_peak_gb": paper[3]}
 
 
 def paper_figures(key: str, config: CheckConfig) -> tuple:
@@ -306,6 +309,8 @@ def format_markdown(result: dict) -> str:
                      f"{r['macs'] / 1e9:.2f} | {_fmt(r['paper_gflops'])} | {r['ms_per_forward']:.2f} | "
                      f"{_fmt(r['paper_ms'])} | {_fmt(r['peak_gb_inference'])} | {_fmt(r['peak_gb_train_step'])} | "
                      f"{_fmt(r['paper_peak_gb'])} |")
+    lines += [f"\n{r['network']}: training step {r['train_step_error']}" for r in result["table9"]
+              if r.get("train_step_error")]
     lines += ["", f"precision: {result['table9'][0]['precision'] if result['table9'] else '-'}; paper: one RTX 4090, "
               "its nnU-Net row matches nnU-Net's 6-stage network at 128^3 (31.20 M, 480.83 G).", "",
               f"## nnUNetv2_train (1 epoch x {c['iterations']} iterations, compiled) + nnUNetv2_predict", "",
