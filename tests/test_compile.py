@@ -134,8 +134,11 @@ def test_matrix_covers_es_unet_with_and_without_activation_checkpointing():
     assert not is_checkpointed(CASES["es_unet_plain"].build())
 
 
-def test_inductor_compile_matches_eager_dlkunet_s():
-    case = CASES["dlkunet_s"]
+# Cold inductor cache, 2 cores: DLKUNet-S 43 s; ES-UNet (checkpointed) 132 s, passes, too slow for CI.
+@pytest.mark.parametrize("name", ["dlkunet_s"])
+def test_inductor_compile_matches_eager(name):
+    """nnU-Net's default backend (C++ code generation on CPU)."""
+    case = CASES[name]
     pair = EagerAndCompiled(case.build(deep_supervision=True), "inductor")
     torch.manual_seed(0)
     run_nnunet_sequence(pair, torch.randn(case.input_shape()))
