@@ -180,6 +180,10 @@ class DLKDecoder(DeepSupervisionDecoder):
 class DLKUNet(nn.Module):
     """DLKUNet (S/M/L presets or plans-driven): depthwise-separable U-Net with large-kernel attention."""
 
+    # what activation checkpointing (nnunet_ext.training.checkpointing) recomputes: every EBlock (encoder stages
+    # and the body of each decoder fusion block) keeps its input and output only
+    checkpoint_units = (EBlock,)
+
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  n_stages: int, features_per_stage: Sequence[int], conv_op: ConvOp = nn.Conv2d,
                  kernel_sizes=3, strides=None, attention_kernel: int = 5, attention_spatial_kernel: int = 7,

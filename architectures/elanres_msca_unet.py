@@ -285,6 +285,10 @@ class ELANResDecoder(DeepSupervisionDecoder):
 class ELANResMSCAUNet(nn.Module):
     """ELANRes-MSCA-UNet: U-Net of re-parameterized ELAN residual blocks with multi-scale conv attention."""
 
+    # what activation checkpointing (nnunet_ext.training.checkpointing) recomputes: each block keeps its input
+    # and output only (its branches, concatenation and attention maps are rebuilt in the backward pass)
+    checkpoint_units = (ELANResBlock, MSCABlock)
+
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  n_stages: int, features_per_stage: Sequence[int], conv_op: ConvOp = nn.Conv3d,
                  kernel_sizes=3, strides=None, patch_size: Optional[Sequence[int]] = None,

@@ -17,6 +17,7 @@ softmax / sigmoid itself). See docs/es_unet.md for every decision.
 from __future__ import annotations
 
 import pydoc
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
@@ -191,8 +192,21 @@ class ResizeTo(nn.Module):
         return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
 class SkipPath(nn.Module):
-    """One path into a decoder stage: optional SE, a resampling op, then convs; ends at C channels."""
+    """One path into a decoder stage: optional SE, a resampling op, then convs; ends at C channels.
+
+    Under activation checkpointing (``set_activation_checkpointing``) a path keeps only its output for the
+    backward pass. A decoder path, which upsamples a deeper stage's N*C channels to this stage's size before
+    its first conv, is evaluated in slices of C input channels, each checkpointed again: the conv is the sum
+    of per-slice convs and upsampling acts per channel (a transposed conv per output-channel slice), so the
+    numbers are those of the plain path (up to summation order) while at most one C-channel slice of the
+    upsampled tensor exists at a time. The price is a third evaluation of those slices.
+    """
+
+    activation_checkpointing: bool = False
 
     def __init__(self, convs: nn.Module, attention: Optional[nn.Module] = None, pool: Optional[nn.Module] = None,
                  upsample: Optional[nn.Module] = None):
@@ -203,7 +217,20 @@ class SkipPath(nn.Module):
         self.resize = ResizeTo()
         self.convs = convs
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.activation_checkpointing = bool(enabled)
+
     def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return self._forward(x, size)
+        from nnunet_ext.training.checkpointing import checkpoint_call
+
+        forward = partial(self._sliced_forward, checkpoint_call=checkpoint_call) if self._sliceable else self._forward
+        # the whole path keeps only its output; inside it, each slice is checkpointed again, so recomputing the
+        # path in the backward pass never holds more than one slice of the upsampled tensor
+        return checkpoint_call(forward, x, tuple(size), norms_of=self)
+
+    def _forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         if isinstance(self.attention, ChannelSE):
             # SE before pooling (the paper's order), evaluated as pool(x) * gate(x): max-pooling commutes with a
             # positive per-channel scale, so this is the same number without storing the full-size product.
@@ -214,16 +241,117 @@ class SkipPath(nn.Module):
             x = self.upsample(x)
         return self.convs(self.resize(x, size))
 
+    @property
+    def _sliceable(self) -> bool:
+        block = self.convs
+        return (isinstance(self.attention, nn.Identity) and isinstance(self.pool, nn.Identity)
+                and isinstance(block, ConvDropoutNormReLU) and not hasattr(block, "dropout")
+                and block.conv.groups == 1 and block.conv.in_channels > block.conv.out_channels)
+
+    def _sliced_forward(self, x: torch.Tensor, size: Tuple[int, ...], checkpoint_call) -> torch.Tensor:
+        block = self.convs
+        width, channels = block.conv.out_channels, block.conv.in_channels
+        y = None
+        for start in range(0, channels, width):
+            term = checkpoint_call(self._slice, start, min(start + width, channels), x, size, norms_of=self)
+            y = term if y is None else y + term
+        if block.conv.bias is not None:
+            y = y + block.conv.bias.view(1, -1, *([1] * (y.ndim - 2)))
+        for name in ("norm", "nonlin"):
+            if hasattr(block, name):
+                y = getattr(block, name)(y)
+        return y
+
+    def _slice(self, start: int, stop: int, x: torch.Tensor, size: Tuple[int, ...]) -> torch.Tensor:
+        """The first conv's contribution from input channels [start, stop) (bias excluded)."""
+        up = self.upsample
+        if up is None:
+            h = x[:, start:stop]
+        else:
+            h = _CONV_TRANSPOSE[x.ndim - 2](x, up.weight[:, start:stop], None if up.bias is None else up.bias[start:stop],
+                                            up.stride, up.padding, up.output_padding, 1, up.dilation)
+        conv = self.convs.conv
+        return conv._conv_forward(self.resize(h, size), conv.weight[:, start:stop], None)
+
 
 class ConcatFuse(ConvDropoutNormReLU):
-    """The fusion conv of a decoder stage, taking the paths' outputs as a list.
+    """The fusion conv of a decoder stage (conv, norm, ReLU over the concatenated paths), taking the paths as a list.
 
-    Concatenating inside the module lets activation checkpointing keep only the paths' outputs, not
-    their concatenation (a second copy of the same numbers).
+    Under activation checkpointing it computes its output channels in groups of ``group_width``, each group
+    checkpointed on its own: the conv of a group is the sum of per-path convs with the matching weight
+    slices (no concatenated copy), and instance / batch norm and ReLU act per channel, so the numbers are
+    those of the plain block (up to summation order) while the backward pass holds one group's
+    intermediates at a time instead of all N*C channels'.
     """
 
-    def forward(self, parts: List[torch.Tensor]) -> torch.Tensor:
-        return super().forward(torch.cat(parts, dim=1))
+    group_width: Optional[int] = None
+    activation_checkpointing: bool = False
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.activation_checkpointing = bool(enabled)
+
+    @property
+    def groupable(self) -> bool:
+        norm = getattr(self, "norm", None)
+        return (self.group_width is not None and not hasattr(self, "dropout")
+                and (norm is None or isinstance(norm, (nn.modules.instancenorm._InstanceNorm,
+                                                       nn.modules.batchnorm._BatchNorm))))
+
+    def forward(self, parts: List[torch.Tensor], head: Optional[_ConvNd] = None) -> torch.Tensor:
+        """Fused output of the paths, or with ``head`` (a conv) only ``head(fused output)``."""
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled() and self.groupable):
+            out = super().forward(torch.cat(parts, dim=1))
+            return out if head is None else head(out)
+        from nnunet_ext.training.checkpointing import checkpoint_call
+
+        norm = getattr(self, "norm", None)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.track_running_stats:
+            norm.num_batches_tracked.add_(1)  # once per forward, as nn.BatchNorm does
+        starts = range(0, self.output_channels, self.group_width)
+        if head is None:
+            return torch.cat([checkpoint_call(self._group, start, *parts, norms_of=self) for start in starts], dim=1)
+        # a conv head is linear in its input channels: the sum of its per-group parts, the fused map never whole
+        out = None
+        for start in starts:
+            term = checkpoint_call(self._group_head, head, start, *parts, norms_of=self)
+            out = term if out is None else out + term
+        return out if head.bias is None else out + head.bias.view(1, -1, *([1] * (out.ndim - 2)))
+
+    def _group_head(self, head: _ConvNd, start: int, *parts: torch.Tensor) -> torch.Tensor:
+        stop = min(start + self.group_width, self.output_channels)
+        return head._conv_forward(self._group(start, *parts), head.weight[:, start:stop], None)
+
+    def _group(self, start: int, *parts: torch.Tensor) -> torch.Tensor:
+        stop = min(start + self.group_width, self.output_channels)
+        weight = self.conv.weight[start:stop]
+        y, offset = None, 0
+        for part in parts:
+            term = self.conv._conv_forward(part, weight[:, offset:offset + part.shape[1]], None)
+            offset += part.shape[1]
+            y = term if y is None else y + term
+        if self.conv.bias is not None:
+            y = y + self.conv.bias[start:stop].view(1, -1, *([1] * (y.ndim - 2)))
+        norm = getattr(self, "norm", None)
+        if norm is not None:
+            y = self._norm(norm, y, start, stop)
+        nonlin = getattr(self, "nonlin", None)
+        return nonlin(y) if nonlin is not None else y
+
+    def _norm(self, norm: nn.Module, y: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        def part(t):
+            return None if t is None else t[start:stop]
+
+        track = norm.track_running_stats
+        if isinstance(norm, nn.modules.instancenorm._InstanceNorm):
+            return F.instance_norm(y, part(norm.running_mean), part(norm.running_var), part(norm.weight),
+                                   part(norm.bias), self.training or not track, norm.momentum or 0.0, norm.eps)
+        if track and norm.momentum is None:  # cumulative average (BatchNorm with momentum=None)
+            factor = 1.0 / float(norm.num_batches_tracked)
+        else:
+            factor = norm.momentum or 0.0
+        running = self.training and track
+        return F.batch_norm(y, part(norm.running_mean), part(norm.running_var), part(norm.weight), part(norm.bias),
+                            self.training or not track, factor if running else 0.0, norm.eps)
 
 
 class FullScaleDecoderStage(nn.Module):
@@ -237,11 +365,13 @@ class FullScaleDecoderStage(nn.Module):
         self.decoder_paths = nn.ModuleDict({str(i): p for i, p in sorted(decoder_paths.items())})
         self.fuse = fuse
 
-    def forward(self, skips: List[torch.Tensor], decoded: Dict[int, torch.Tensor]) -> torch.Tensor:
+    def forward(self, skips: List[torch.Tensor], decoded: Dict[int, torch.Tensor],
+                head: Optional[nn.Module] = None) -> torch.Tensor:
+        """The stage's output, or with ``head`` only the head's output of it (see ConcatFuse)."""
         size = skips[self.level].shape[2:]
         parts = [p(skips[int(i)], size) for i, p in self.encoder_paths.items()]
         parts += [p(decoded[int(i)], size) for i, p in self.decoder_paths.items()]
-        return self.fuse(parts)
+        return self.fuse(parts, head)
 
 
 class FullScaleEncoder(SkipEncoder):
@@ -326,6 +456,7 @@ class FullScaleDecoder(nn.Module):
         n_paths = len(encoder_paths) + len(decoder_paths)
         fuse = ConcatFuse(c.conv_op, n_paths * cc, c.decoder_channels, c.kernel_sizes[j], 1, c.conv_bias, c.norm_op,
                           c.norm_op_kwargs, None, None, nn.ReLU, {"inplace": True})
+        fuse.group_width = cc
         return FullScaleDecoderStage(j, encoder_paths, decoder_paths, fuse)
 
     def _build_head(self, j: int) -> nn.Module:
@@ -337,12 +468,15 @@ class FullScaleDecoder(nn.Module):
     # ---- forward
     def forward(self, skips: List[torch.Tensor], input_size: Sequence[int]):
         decoded: Dict[int, torch.Tensor] = {}
-        for j in range(self.config.n_stages - 1, -1, -1):
+        for j in range(self.config.n_stages - 1, 0, -1):
             decoded[j] = self.stages[str(j)](skips, decoded) if j in self.decoder_levels else skips[j]
-        resize = ResizeTo()
+        # the finest stage feeds only its head: asking the stage for the head's output lets it skip storing the
+        # N*C-channel full-resolution map under activation checkpointing
+        finest = self.stages["0"](skips, decoded, head=self.heads[0])
         if self.variant == "unet3plus" and not self.deep_supervision:
-            return self.heads[0](decoded[0])  # the finest head is the prediction; the others only supervise
-        heads = [resize(self.heads[j](decoded[j]), input_size) for j in range(self.config.n_stages)]
+            return finest  # the finest head is the prediction; the others only supervise
+        resize = ResizeTo()
+        heads = [finest] + [resize(self.heads[j](decoded[j]), input_size) for j in range(1, self.config.n_stages)]
         if self.variant == "es_unet":
             prediction = fuse_heads(heads, self.config.head_fusion)
             return [prediction] + heads if self.deep_supervision else prediction
@@ -372,9 +506,9 @@ def fuse_heads(heads: List[torch.Tensor], fusion: str = "logits") -> torch.Tenso
 
 class _FullScaleUNet(nn.Module):
     variant = "es_unet"
-    # the modules activation checkpointing wraps (nnunet_ext.training.checkpointing): every path into a decoder
-    # stage and every fusion conv; their full-resolution intermediates are recomputed in the backward pass
-    checkpoint_units = (SkipPath, ConcatFuse)
+    # activation checkpointing (nnunet_ext.training.checkpointing) needs no wrapped modules here: every path
+    # into a decoder stage (SkipPath) and every fusion conv (ConcatFuse) checkpoints itself in C-channel slices
+    checkpoint_units = ()
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd], kernel_sizes: IntOrSeq,

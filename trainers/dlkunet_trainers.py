@@ -7,6 +7,7 @@ use the paper's optimiser (Adam 1e-3, weight decay 1e-5, x0.9 / 20 epochs, 1e-5 
 docs/dlkunet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.checkpointing import NoActivationCheckpointing
 from nnunet_ext.training.dlkunet import DLKUNetArchitecture
 from nnunet_ext.training.dwd import DWDFocalLoss
 from nnunet_ext.training.loss_schedules import DynamicLossSchedule, PhaseLossSchedule
@@ -68,3 +69,7 @@ class DLKUNetLPhaseLossPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLPhase
 
 class DLKUNetLDynamicLossPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLDynamicLossTrainer):
     """DLKUNet-L as the paper trains it on ACDC: sigmoid Dice/CE weights and the paper's optimiser."""
+
+
+class DLKUNetLNoCheckpointingTrainer(NoActivationCheckpointing, DLKUNetLTrainer):
+    """DLKUNet-L without activation checkpointing: faster, about twice the memory at 3D plans."""

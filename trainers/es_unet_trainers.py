@@ -6,6 +6,7 @@ The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only 
 reproduces which table row: docs/es_unet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.checkpointing import NoActivationCheckpointing
 from nnunet_ext.training.dwd import DWDFocalLoss, FocalDiceLoss
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
 from nnunet_ext.training.rss import RSSAugmentation
@@ -103,3 +104,15 @@ class ESUNetSkipDecOnlyFocalDiceTrainer(FocalDiceLoss, ESUNetArchitecture, ExtTr
     """Table 4 'Dec-only' as the paper trains it: same-level + decoder-to-decoder skips, focal + Dice."""
 
     skip_connections = "dec_only"
+
+
+class ESUNetDWDRSSNoCheckpointingTrainer(NoActivationCheckpointing, ESUNetDWDRSSTrainer):
+    """The paper's full method without activation checkpointing: faster, several times the memory (docs/es_unet.md)."""
+
+
+class ESUNetNoCheckpointingTrainer(NoActivationCheckpointing, ESUNetTrainer):
+    """ES-UNet without activation checkpointing: faster, several times the memory."""
+
+
+class UNet3PlusNoCheckpointingTrainer(NoActivationCheckpointing, UNet3PlusTrainer):
+    """3D UNet 3+ without activation checkpointing: faster, several times the memory."""

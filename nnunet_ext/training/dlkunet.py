@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from nnunet_ext.training.checkpointing import CheckpointedArchitecture
 from nnunet_ext_architectures.dlkunet import PAPER_PRESETS, DLKUNet, dlkunet_kwargs_from_configuration
 
 
@@ -29,8 +30,12 @@ def check_patch_divisible(patch_size, strides, network: str) -> None:
                          f"configuration with a larger patch or switch deep supervision off")
 
 
-class DLKUNetArchitecture:
+class DLKUNetArchitecture(CheckpointedArchitecture):
     """Builds DLKUNet from the plans (nnU-Net's ``build_network_architecture`` hook)."""
+
+    # on by default: at stock 3d_fullres plans DLKUNet-L needs about twice vanilla's memory
+    # (docs/benchmarks/real_scale); same outputs and gradients, more time
+    activation_checkpointing: bool = True
 
     dlkunet_preset: Optional[str] = None
 
@@ -47,7 +52,7 @@ class DLKUNetArchitecture:
         kwargs = cls.dlkunet_kwargs(configuration_manager)
         if enable_deep_supervision:
             check_patch_divisible(configuration_manager.patch_size, kwargs["strides"], cls.__name__)
-        return DLKUNet(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs)
+        return cls.checkpointed(DLKUNet(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs))
 
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:

@@ -6,12 +6,17 @@ fused single kernel (see architectures/elanres_msca_unet.py).
 """
 from __future__ import annotations
 
+from nnunet_ext.training.checkpointing import CheckpointedArchitecture
 from nnunet_ext.training.dlkunet import check_patch_divisible, output_scales
 from nnunet_ext_architectures.elanres_msca_unet import ELANResMSCAUNet, elanres_kwargs_from_configuration
 
 
-class ELANResMSCAUNetArchitecture:
+class ELANResMSCAUNetArchitecture(CheckpointedArchitecture):
     """Builds ELANRes-MSCA-UNet from the plans (nnU-Net's ``build_network_architecture`` hook)."""
+
+    # on by default: at stock 3d_fullres plans the plain network needs several times vanilla's memory
+    # (docs/benchmarks/real_scale); same outputs and gradients, more time
+    activation_checkpointing: bool = True
 
     # "all": MSCA strips along every axis; "inplane": only the last two (the paper's 3D-to-2D reading)
     elanres_msca_axes: str = "all"
@@ -26,7 +31,8 @@ class ELANResMSCAUNetArchitecture:
         kwargs = cls.elanres_kwargs(configuration_manager)
         if enable_deep_supervision:
             check_patch_divisible(configuration_manager.patch_size, kwargs["strides"], cls.__name__)
-        return ELANResMSCAUNet(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs)
+        return cls.checkpointed(ELANResMSCAUNet(num_input_channels, num_output_channels, enable_deep_supervision,
+                                                **kwargs))
 
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
