@@ -250,3 +250,18 @@ def test_impossible_default_budget_says_by_how_much(workspace, stand_ins):
         plan_architecture(DATASET_ID, "ResEnc", ["3d_fullres"], preprocessed=workspace)
     with pytest.raises(SystemExit, match="nnunet-ext plans: 3d_fullres: even at batch size 2"):
         cli_main(["plans", "-d", str(DATASET_ID), "-a", "ResEnc", "-c", "3d_fullres", "--preprocessed", str(workspace)])
+
+
+def test_checkpointed_network_keeps_nnunets_batch_and_patch_and_says_so(roomy_configuration):
+    # a budget that would shrink the plain network to batch 2 and a smaller patch (test above)
+    fixed, per_sample = network_cost(roomy_configuration, (20, 40, 40))
+    budget_gb = (fixed + 2 * per_sample) / GB
+    checkpointed = ArchitecturePlan(PLAIN.network_class_name, PLAIN.kwargs_builder, checkpointed=True)
+    kept = fit_configuration(checkpointed, "3d_fullres", roomy_configuration, 2, 3, memory_gb=budget_gb)
+    planned = (int(roomy_configuration.batch_size), tuple(roomy_configuration.patch_size))
+    assert (kept.estimate.batch_size, kept.estimate.patch_size) == planned
+    assert "kept nnU-Net's batch and patch" in kept.decision and "activation checkpointing" in kept.decision
+    shrunk = fit_configuration(checkpointed, "3d_fullres", roomy_configuration, 2, 3, memory_gb=budget_gb,
+                               activation_checkpointing=False)
+    assert (shrunk.estimate.batch_size, shrunk.estimate.patch_size) == (2, (20, 40, 40))
+    assert shrunk.decision == f"shrunk to fit the budget: batch {planned[0]} -> 2, patch [24, 48, 48] -> [20, 40, 40]"

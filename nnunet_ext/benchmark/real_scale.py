@@ -153,12 +153,12 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     baseline = _rss_bytes()
     times, loss = [], float("nan")
     trainer.network.train()
-    for step in range(max(2, steps)):
+    for step in range(max(1, steps)):
         _sync(device)
         start = time.perf_counter()
         loss = float(trainer.train_step(batch_dict)["loss"])
         _sync(device)
-        if step > 0:
+        if step > 0 or steps == 1:
             times.append(time.perf_counter() - start)
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated"
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("-tr", "--trainers", nargs="+", default=list(FAMILIES),
                         help="trainers; the first is the reference of every ratio (default: one per family)")
     parser.add_argument("--patch", type=int, nargs="+", help="override the plans' patch size (default: the plans')")
-    parser.add_argument("--steps", type=int, default=2, help="training steps; the first is not timed (default: 2)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps; the first is not timed unless it is the only one (default: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--no-estimate", action="store_true", help="skip the memory estimator's figure")

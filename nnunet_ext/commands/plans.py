@@ -11,7 +11,9 @@ def add_parser(subparsers):
         description="Reads $nnUNet_preprocessed/DatasetXXX_Name/nnUNetPlans.json and writes nnUNetPlans_<Arch>.json "
                     "beside it: same data_identifier (no re-preprocessing), our network as the architecture, batch "
                     "then patch size reduced until the estimated training memory fits the budget (default: what "
-                    "nnU-Net's planned PlainConvUNet needs by the same estimate). Train with -p nnUNetPlans_<Arch>.")
+                    "nnU-Net's planned PlainConvUNet needs by the same estimate), except for networks our trainers "
+                    "train with activation checkpointing, which keep nnU-Net's batch and patch (see "
+                    "--no-checkpointing). Train with -p nnUNetPlans_<Arch>.")
     p.add_argument("-d", "--dataset", type=dataset_arg, required=True, help="dataset id or DatasetXXX_Name")
     p.add_argument("-a", "--architecture", required=True, help=f"one of: {', '.join(sorted(PLANNABLE))}")
     p.add_argument("-c", "--configurations", nargs="+", default=None,
@@ -22,6 +24,9 @@ def add_parser(subparsers):
     p.add_argument("--optimizer-states", type=positive_int, default=1,
                    help="optimizer state tensors per parameter: 1 for nnU-Net's SGD (default), 2 for Adam")
     p.add_argument("--preprocessed", default=None, help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.add_argument("--no-checkpointing", action="store_true",
+                   help="plan for the ...NoCheckpointing trainers: ES-UNet, UNet 3+, DLKUNet and ELANRes are otherwise "
+                        "trained with activation checkpointing and keep nnU-Net's batch and patch (default: off)")
     p.set_defaults(func=run)
 
 
@@ -30,7 +35,8 @@ def run(args):
 
     try:
         out, fits = plan_architecture(args.dataset, args.architecture, args.configurations, args.memory_gb,
-                                      args.preprocessed, args.plans, args.optimizer_states)
+                                      args.preprocessed, args.plans, args.optimizer_states,
+                                      activation_checkpointing=not args.no_checkpointing)
     except PlanningError as error:
         raise SystemExit(f"nnunet-ext plans: {error}")
     print(f"{'configuration':<14} {'budget GB':>9} {'planned (batch, patch)':>28} {'ours (batch, patch)':>28} {'est. GB':>8}")
@@ -38,6 +44,7 @@ def run(args):
         planned = f"{f.planned_batch_size}, {list(f.planned_patch_size)}"
         ours = f"{f.estimate.batch_size}, {list(f.estimate.patch_size)}"
         print(f"{f.configuration:<14} {f.budget_gb:>9.3f} {planned:>28} {ours:>28} {f.estimate.total_gb:>8.3f}")
+        print(f"  {f.configuration}: {f.decision}")
     print(f"wrote {out}")
     print(f"train with: nnUNetv2_train {args.dataset} CONFIGURATION FOLD -p {out.stem}")
     return 0

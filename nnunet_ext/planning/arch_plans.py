@@ -56,6 +56,8 @@ class ArchitecturePlan:
     kwargs_builder: Union[str, Callable[..., dict]]
     builder_kwargs: Mapping[str, Any] = field(default_factory=dict)
     total_stride: Optional[int] = None
+    # our trainers train this network with activation checkpointing by default (nnunet_ext.training.checkpointing)
+    checkpointed: bool = False
 
     def _builder(self):
         if callable(self.kwargs_builder):
@@ -98,19 +100,21 @@ def total_stride(strides: Sequence, dim: int) -> Tuple[int, ...]:
 PLANNABLE: Dict[str, ArchitecturePlan] = {
     "ESUNet": ArchitecturePlan("nnunet_ext_architectures.es_unet.ESUNet",
                                "nnunet_ext_architectures.es_unet:es_unet_kwargs_from_configuration",
-                               {"variant": "es_unet"}),
+                               {"variant": "es_unet"}, checkpointed=True),
     "UNet3Plus": ArchitecturePlan("nnunet_ext_architectures.es_unet.UNet3Plus",
                                   "nnunet_ext_architectures.es_unet:es_unet_kwargs_from_configuration",
-                                  {"variant": "unet3plus"}),
+                                  {"variant": "unet3plus"}, checkpointed=True),
     "STSNet": ArchitecturePlan("nnunet_ext_architectures.sts_net.STSNet",
                                "nnunet_ext_architectures.sts_net:sts_net_kwargs_from_configuration", total_stride=8),
     "StageSkippingSegmentor": ArchitecturePlan(
         "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor",
         "nnunet_ext_architectures.stage_skipping_segmentor:stage_skipping_kwargs_from_configuration"),
     "DLKUNet": ArchitecturePlan("nnunet_ext_architectures.dlkunet.DLKUNet",
-                                "nnunet_ext_architectures.dlkunet:dlkunet_kwargs_from_configuration"),
+                                "nnunet_ext_architectures.dlkunet:dlkunet_kwargs_from_configuration",
+                                checkpointed=True),
     "ELANResMSCAUNet": ArchitecturePlan("nnunet_ext_architectures.elanres_msca_unet.ELANResMSCAUNet",
-                                        "nnunet_ext_architectures.elanres_msca_unet:elanres_kwargs_from_configuration"),
+                                        "nnunet_ext_architectures.elanres_msca_unet:elanres_kwargs_from_configuration",
+                                        checkpointed=True),
 }
 
 
@@ -132,11 +136,12 @@ class ConfigurationFit:
     planned_patch_size: Tuple[int, ...]
     estimate: MemoryEstimate
     entry: dict = field(repr=False)
+    decision: str = ""
 
     def summary(self) -> dict:
         return {"budget_gb": round(self.budget_gb, 4), "nnunet_plainconvunet_gb": round(self.reference_gb, 4),
                 "planned_batch_size": self.planned_batch_size, "planned_patch_size": list(self.planned_patch_size),
-                "estimate": self.estimate.as_dict()}
+                "estimate": self.estimate.as_dict(), "decision": self.decision}
 
 
 class _NetworkMemory:
@@ -182,10 +187,16 @@ def _with_patch(configuration_manager, patch_size: Sequence[int]):
 
 def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, input_channels: int,
                       output_channels: int, memory_gb: Optional[float] = None,
-                      optimizer_states: int = SGD_MOMENTUM_STATES) -> ConfigurationFit:
+                      optimizer_states: int = SGD_MOMENTUM_STATES,
+                      activation_checkpointing: bool = True) -> ConfigurationFit:
     """Batch and patch size for ``plan`` in one configuration: nnU-Net's unless they exceed the budget; then
     batch size down to 2 first, then the patch axis that is largest relative to the median image (as nnU-Net's
-    planner) in steps of the total stride, keeping a bottleneck of >= 4 voxels per axis."""
+    planner) in steps of the total stride, keeping a bottleneck of >= 4 voxels per axis.
+
+    A network our trainers train with activation checkpointing keeps nnU-Net's batch and patch (the fair
+    comparison is at the same patch): checkpointing, not a smaller patch, is what brings its memory down, and
+    the saved-tensor estimate cannot see what checkpointing recomputes. ``activation_checkpointing=False``
+    plans for the ``...NoCheckpointing`` trainers instead (estimate, then shrink)."""
     cm = configuration_manager
     planned_batch, planned_patch = int(cm.batch_size), tuple(int(p) for p in cm.patch_size)
     reference_entry = {"network_class_name": cm.network_arch_class_name, "arch_kwargs": cm.network_arch_init_kwargs,
@@ -205,6 +216,15 @@ def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, 
     median = [float(m) for m in cm.median_image_size_in_voxels]
     batch = planned_batch
     estimate = memory.estimate(entry, divisor, patch, batch, optimizer_states)
+    if estimate.total_bytes <= budget:
+        return ConfigurationFit(name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry,
+                                "kept nnU-Net's batch and patch: the estimate fits the budget")
+    if plan.checkpointed and activation_checkpointing:
+        return ConfigurationFit(
+            name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry,
+            f"kept nnU-Net's batch and patch: the plain network would need an estimated {estimate.total_gb:.2f} GB "
+            f"({estimate.total_bytes / budget:.1f}x the budget), our trainers train it with activation checkpointing "
+            f"(measured: docs/benchmarks/real_scale); for the NoCheckpointing trainers plan with --no-checkpointing")
     if estimate.total_bytes > budget:  # 1) batch size: the largest that fits, not below nnU-Net's minimum
         per_sample, fixed = memory.per_sample_and_fixed(entry, patch, optimizer_states)
         fitting = math.floor((budget - fixed) / per_sample) if budget > fixed else 0
@@ -225,7 +245,10 @@ def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, 
         patch[axis] -= divisor[axis]
         entry = plan.architecture_entry(_with_patch(cm, patch))  # some networks size kernels by the patch
         estimate = memory.estimate(entry, divisor, patch, batch, optimizer_states)
-    return ConfigurationFit(name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry)
+    shrunk = [f"batch {planned_batch} -> {batch}"] if batch != planned_batch else []
+    shrunk += [f"patch {list(planned_patch)} -> {patch}"] if tuple(patch) != planned_patch else []
+    return ConfigurationFit(name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry,
+                            f"shrunk to fit the budget: {', '.join(shrunk)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,7 +291,7 @@ def _chosen_configurations(plans: dict, requested: Optional[Sequence[str]]) -> L
 def plan_architecture(dataset: int | str, architecture: str, configurations: Optional[Sequence[str]] = None,
                       memory_gb: Optional[float] = None, preprocessed: str | Path | None = None,
                       source_plans: str = "nnUNetPlans", optimizer_states: int = SGD_MOMENTUM_STATES,
-                      ) -> Tuple[Path, List[ConfigurationFit]]:
+                      activation_checkpointing: bool = True) -> Tuple[Path, List[ConfigurationFit]]:
     """Write ``<source_plans>_<architecture>.json`` next to the source plans; return its path and the fits.
 
     Without ``configurations``, every configuration with its own network is converted (those the network
@@ -299,7 +322,7 @@ def plan_architecture(dataset: int | str, architecture: str, configurations: Opt
         cm = plans_manager.get_configuration(name)
         try:
             fits.append(fit_configuration(plan, name, cm, determine_num_input_channels(plans_manager, cm, dataset_json),
-                                          output_channels, memory_gb, optimizer_states))
+                                          output_channels, memory_gb, optimizer_states, activation_checkpointing))
         except BudgetTooSmall as error:  # check every configuration, then name one budget that fits them all
             too_small.append(error)
         except PlanningError:
@@ -329,6 +352,7 @@ def plan_architecture(dataset: int | str, architecture: str, configurations: Opt
             del new["configurations"][name]
     new["nnunet_ext"] = {"architecture": architecture, "derived_from": source_plans,
                          "optimizer_states_per_parameter": optimizer_states,
+                         "activation_checkpointing": bool(plan.checkpointed and activation_checkpointing),
                          "memory": {f.configuration: f.summary() for f in fits}, "skipped": skipped}
     out = folder / f"{new_name}.json"
     out.write_text(json.dumps(new, indent=4))
