@@ -272,3 +272,19 @@ def test_deep_supervision_targets_are_full_resolution_and_equally_weighted(train
 def test_networks_are_in_the_catalogue():
     names = {e.name: e.summary for e in entries("architecture")}
     assert names["ESUNet"].startswith("ES-UNet") and names["UNet3Plus"].startswith("3D UNet 3+")
+
+
+def test_max_stages_keeps_the_finest_stages_of_the_plans():
+    arch = es_unet_kwargs_from_configuration(configuration(**STOCK), max_stages=2)["arch_kwargs"]
+    assert arch["n_stages"] == 2 and arch["features_per_stage"] == [4, 8]
+    assert arch["strides"] == [[1, 1, 1], [1, 2, 2]] and arch["kernel_sizes"] == [[1, 3, 3], [3, 3, 3]]
+
+    class TwoLevelES(ESTrainer):
+        max_stages = 2
+
+    net = TwoLevelES.build_network_architecture(None, configuration(**STOCK), 1, 3, True)
+    assert net.config.n_stages == 2 and net.num_outputs == 3  # mean + two heads
+    with pytest.raises(ValueError, match="max_stages must be >= 2"):
+        es_unet_kwargs_from_configuration(configuration(**STOCK), max_stages=1)
+    with pytest.raises(ValueError, match="ES-UNet only"):
+        es_unet_kwargs_from_configuration(configuration(**STOCK), variant="unet3plus", head_fusion="softmax")
