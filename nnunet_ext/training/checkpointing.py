@@ -64,6 +64,8 @@ def _contexts(module: nn.Module):
 
 def checkpoint_call(function, *args, norms_of: nn.Module):
     """``function(*args)`` under non-reentrant checkpointing; the batch norms of ``norms_of`` count the batch once."""
+    if not torch.is_grad_enabled():  # nothing to save (validation, prediction): run it as it is
+        return function(*args)
     if torch.compiler.is_compiling():
         # compiled: AOT autograd traces the buffer updates once, in the forward graph
         return checkpoint(function, *args, use_reentrant=False)
