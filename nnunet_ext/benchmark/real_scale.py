@@ -289,9 +289,10 @@ def _generate_and_plan(dataset: int) -> None:
             return
     except ValueError:  # PlanningError: not planned yet
         pass
-    subprocess.run(["nnunet-ext", "generate", "--id", str(dataset), "--name", "RealScale", "--cases", "4",
+    scripts = Path(sys.executable).parent  # the environment's console scripts, also when it is not on PATH
+    subprocess.run([str(scripts / "nnunet-ext"), "generate", "--id", str(dataset), "--name", "RealScale", "--cases", "4",
                     "--shape", *map(str, REAL_SCALE_SHAPE), "--spacing", *map(str, REAL_SCALE_SPACING)], check=True)
-    subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset), "-c", "3d_fullres", "-np", "2"], check=True)
+    subprocess.run([str(scripts / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", "3d_fullres", "-np", "2"], check=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""The real-scale cost benchmark: a tiny version of the committed run (docs/benchmarks/real_scale), and its table."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_ext.benchmark.real_scale import render
+from nnunet_ext.data.phantoms import generate_dataset
+
+DATASET_ID = 952
+
+
+def row(trainer, memory, step, gflops, forward, checkpointing=False):
+    return {"trainer": trainer, "patch_size": [16, 32, 32], "batch_size": 2, "parameters": 1_500_000,
+            "gflops_per_patch": gflops, "train_memory_gb": memory, "memory_kind": "CPU peak RSS", "estimate_gb": None,
+            "train_step_s": step, "forward_ms": forward, "loss": 0.5, "checkpointing": checkpointing,
+            "device": "cpu", "threads": 1, "notes": []}
+
+
+def test_table_gives_ratios_to_the_first_trainer_and_names_failures():
+    table = render([row("nnUNetTrainer", 2.0, 4.0, 10.0, 100.0), row("ESUNetTrainer", 3.0, 10.0, 50.0, 300.0, True),
+                    {"trainer": "Broken", "error": "exit -9 (killed: out of memory?): Killed"}], "cmd", "T")
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    es = lines["ESUNetTrainer"].split(" | ")
+    # columns: trainer, patch, ckpt, params, GFLOPs, FLOPs x, memory, memory x, estimate, s, time x, ms, forward x
+    assert es[2] == "yes" and es[5] == "5.00" and es[7] == "1.50" and es[10] == "2.50" and es[12] == "3.00"
+    assert "failed: exit -9 (killed: out of memory?)" in lines["Broken"]
+
+
+@pytest.mark.e2e
+def test_tiny_run_measures_vanilla_and_es_unet_at_the_stock_plans(tmp_path):
+    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+               nnUNet_results=str(tmp_path / "res"), nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
+    generate_dataset(tmp_path / "raw", DATASET_ID, num_cases=4, shape=(16, 32, 32))
+    proc = subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.real_scale", "-d", str(DATASET_ID),
+                           "--steps", "2", "--threads", "1", "-tr", "nnUNetTrainer", "ESUNetTrainer",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    plans = json.loads((tmp_path / "pre" / f"Dataset{DATASET_ID}_Phantom" / "nnUNetPlans.json").read_text())
+    planned = plans["configurations"]["3d_fullres"]
+    vanilla, es = json.loads((out / "results.json").read_text())
+    for r in (vanilla, es):
+        assert r["patch_size"] == planned["patch_size"] and r["batch_size"] == planned["batch_size"]
+        assert r["train_memory_gb"] > 0 and r["train_step_s"] > 0 and r["loss"] == r["loss"]  # finite, not NaN
+    assert es["checkpointing"] and not vanilla["checkpointing"]
+    assert es["gflops_per_patch"] > vanilla["gflops_per_patch"]  # the full-scale decoder's arithmetic
+    assert "| ESUNetTrainer |" in (out / "table.md").read_text()
