@@ -265,3 +265,9 @@ def test_checkpointed_network_keeps_nnunets_batch_and_patch_and_says_so(roomy_co
                                activation_checkpointing=False)
     assert (shrunk.estimate.batch_size, shrunk.estimate.patch_size) == (2, (20, 40, 40))
     assert shrunk.decision == f"shrunk to fit the budget: batch {planned[0]} -> 2, patch [24, 48, 48] -> [20, 40, 40]"
+
+
+@pytest.mark.parametrize("states", [0, -1, 1.5])
+def test_plan_architecture_refuses_a_made_up_optimizer_state_count(workspace, states):
+    with pytest.raises(PlanningError, match="optimizer_states .* at least 1"):
+        plan_architecture(DATASET_ID, "Plain", optimizer_states=states, preprocessed=workspace)

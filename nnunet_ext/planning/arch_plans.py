@@ -302,6 +302,9 @@ def plan_architecture(dataset: int | str, architecture: str, configurations: Opt
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    if int(optimizer_states) != optimizer_states or optimizer_states < 1:
+        raise PlanningError(f"optimizer_states is the number of state tensors per parameter (1 for SGD with "
+                            f"momentum, 2 for Adam), at least 1; got {optimizer_states}")
     plan = get_plannable(architecture)
     if memory_gb is not None and memory_gb <= 0:
         raise PlanningError(f"--memory-gb must be positive, got {memory_gb}")
