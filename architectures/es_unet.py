@@ -256,7 +256,7 @@ class SkipPath(nn.Module):
             term = checkpoint_call(self._slice, start, min(start + width, channels), x, size, norms_of=self)
             y = term if y is None else y + term
         if block.conv.bias is not None:
-            y = y + block.conv.bias.view(1, -1, *([1] * (y.ndim - 2)))
+            y = y + block.conv.bias.to(y.dtype).view(1, -1, *([1] * (y.ndim - 2)))
         for name in ("norm", "nonlin"):
             if hasattr(block, name):
                 y = getattr(block, name)(y)
@@ -315,7 +315,7 @@ class ConcatFuse(ConvDropoutNormReLU):
         for start in starts:
             term = checkpoint_call(self._group_head, head, start, *parts, norms_of=self)
             out = term if out is None else out + term
-        return out if head.bias is None else out + head.bias.view(1, -1, *([1] * (out.ndim - 2)))
+        return out if head.bias is None else out + head.bias.to(out.dtype).view(1, -1, *([1] * (out.ndim - 2)))
 
     def _group_head(self, head: _ConvNd, start: int, *parts: torch.Tensor) -> torch.Tensor:
         stop = min(start + self.group_width, self.output_channels)
@@ -330,7 +330,7 @@ class ConcatFuse(ConvDropoutNormReLU):
             offset += part.shape[1]
             y = term if y is None else y + term
         if self.conv.bias is not None:
-            y = y + self.conv.bias[start:stop].view(1, -1, *([1] * (y.ndim - 2)))
+            y = y + self.conv.bias[start:stop].to(y.dtype).view(1, -1, *([1] * (y.ndim - 2)))
         norm = getattr(self, "norm", None)
         if norm is not None:
             y = self._norm(norm, y, start, stop)
