@@ -80,7 +80,6 @@ def _sync(device) -> None:
 
 def _targets(trainer, batch: int, patch: Sequence[int]):
     """Random labels at every deep-supervision scale, the shapes nnU-Net's loader + transforms produce."""
-    import numpy as np
     import torch
 
     labels = trainer.label_manager.all_labels
@@ -123,7 +122,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     plain = getattr(network, "_orig_mod", network)
     cm = trainer.configuration_manager
     patch, batch = [int(p) for p in cm.patch_size], int(trainer.batch_size)
-    n_in = plain_inputs = trainer.num_input_channels
+    n_in = trainer.num_input_channels
     notes = []
 
     flops = None
@@ -144,7 +143,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
         except Exception as error:  # the estimate is a comparison figure; its failure must not hide the measurement
             notes.append(f"no estimate: {type(error).__name__}: {str(error)[:120]}")
 
-    data = torch.randn(batch, plain_inputs, *patch)
+    data = torch.randn(batch, n_in, *patch)
     target = _targets(trainer, batch, patch)
     batch_dict = {"data": data, "target": target}
     if device.type == "cuda":
@@ -168,7 +167,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
     with torch.no_grad():
-        x = torch.randn(1, plain_inputs, *patch, device=device)
+        x = torch.randn(1, n_in, *patch, device=device)
         trainer.network(x)
         _sync(device)
         start = time.perf_counter()
