@@ -8,6 +8,7 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert3DTo2DTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.registry import entries
+from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.rss import RSSAugmentation
 from nnunet_ext.transforms.rss import (PAPER_P_PER_AXIS, RegionSpecificScaling, foreground_band,
                                        rss_source_coordinates)
@@ -262,7 +263,7 @@ def test_registered_as_transform():
 ROTATION = (-np.pi / 6, np.pi / 6)
 
 
-class RSSTrainer(RSSAugmentation, nnUNetTrainer):
+class RSSTrainer(RSSAugmentation, ExtTrainer):
     pass
 
 
@@ -290,12 +291,12 @@ def test_mixin_class_attributes_configure_rss_and_cooperate():
 
     class OtherAugmentation:
         @classmethod
-        def get_training_transforms(cls, *args, **kwargs):
-            pipeline = super().get_training_transforms(*args, **kwargs)
+        def edit_training_transforms(cls, pipeline, args):
+            pipeline = super().edit_training_transforms(pipeline, args)
             pipeline.transforms.append(Marker())
             return pipeline
 
-    class Narrow(RSSAugmentation, OtherAugmentation, nnUNetTrainer):
+    class Narrow(RSSAugmentation, OtherAugmentation, ExtTrainer):
         rss_ratio_range = (0.8, 1.25)
         rss_p_per_axis = 0.5
         rss_foreground_labels = (2,)
@@ -305,6 +306,12 @@ def test_mixin_class_attributes_configure_rss_and_cooperate():
     assert rss.ratio_range == (0.8, 1.25) and rss.p_per_axis == 0.5
     assert rss.foreground_labels == (2,) and rss.ignore_label == 3
     assert isinstance(transforms[-1], Marker)
+
+
+def test_mixin_refuses_a_trainer_without_the_hook():
+    # on nnU-Net's own trainer edit_training_transforms is never called: RSS would silently not run
+    with pytest.raises(TypeError, match="RSSAugmentation needs ExtTrainer"):
+        type("OnBareNnUNet", (RSSAugmentation, nnUNetTrainer), {})
 
 
 def test_full_nnunet_pipeline_runs_with_rss():

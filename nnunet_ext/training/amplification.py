@@ -1,6 +1,6 @@
 """Trainer mixin: STS-Net's small-lesion amplification on any nnU-Net trainer (2D or 3D).
 
-Two pieces: ``get_training_transforms`` puts the amplification operations right after nnU-Net's
+Two pieces: ExtTrainer's ``edit_training_transforms`` hook puts the amplification operations right after nnU-Net's
 spatial transform (they see the final patch, the analogue of the paper's image, and the plain label
 map, before intensity augmentation, regions and deep-supervision targets), and ExtTrainer's
 ``build_training_dataloader`` hook returns :class:`AmplifiedDataLoader` instead of nnU-Net's loader,
@@ -9,18 +9,16 @@ is untouched. The mixin needs ExtTrainer below it (nnU-Net's own get_dataloaders
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 
-from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.data.amplified_loader import AmplificationPlan, AmplifiedDataLoader, amplified_probability
 from nnunet_ext.data.lesion_stats import LesionStats, load_or_compute_lesion_stats, resolve_lesion_label
-from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.base import NeedsExtTrainer, TrainingTransformsArgs
 from nnunet_ext.transforms.amplification import (PAPER_BORDER_FRACTION, PAPER_CENTRE_DILATION,
                                                  PAPER_CENTRE_HALF_SIZE_FRACTION, PAPER_METHODS,
                                                  AmplificationMethod, build_amplification_transform)
@@ -44,7 +42,7 @@ def amplification_plan(stats: LesionStats, method: AmplificationMethod, min_lesi
     return AmplificationPlan(units, probability, threshold)
 
 
-class SmallLesionAmplification:
+class SmallLesionAmplification(NeedsExtTrainer):
     """STS-Net amplification: small-lesion images drawn more often, as flipped / cropped / centre-zoomed copies."""
 
     amplification_method: int = 4  # Table 7 row; the paper's final choice
@@ -58,13 +56,6 @@ class SmallLesionAmplification:
     amplification_axes: Optional[Tuple[int, ...]] = None  # spatial axes crops may cut; None: all
     lesion_stats_ndim: Optional[int] = None  # 2: slice statistics, 3: case statistics; None: the patch's
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # on a bare nnUNetTrainer the sampling hook would never be called: amplified transforms, no amplified draws
-        if issubclass(cls, nnUNetTrainer) and not issubclass(cls, ExtTrainer):
-            raise TypeError(f"{cls.__name__}: SmallLesionAmplification needs ExtTrainer (nnunet_ext.training.base) "
-                            f"among its bases for the build_training_dataloader hook; got only nnUNetTrainer")
-
     @classmethod
     def amplification_method_spec(cls) -> AmplificationMethod:
         if cls.amplification_method not in PAPER_METHODS:
@@ -73,27 +64,12 @@ class SmallLesionAmplification:
         return PAPER_METHODS[cls.amplification_method]
 
     @classmethod
-    def get_training_transforms(
-            cls,
-            patch_size: Union[np.ndarray, Tuple[int]],
-            rotation_for_DA: RandomScalar,
-            deep_supervision_scales: Union[List, Tuple, None],
-            mirror_axes: Tuple[int, ...],
-            do_dummy_2d_data_aug: bool,
-            use_mask_for_norm: List[bool] = None,
-            is_cascaded: bool = False,
-            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
-            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
-            ignore_label: int = None,
-    ) -> BasicTransform:
-        pipeline = super().get_training_transforms(
-            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
-            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
-            regions=regions, ignore_label=ignore_label)
-        if foreground_labels is None:
+    def edit_training_transforms(cls, pipeline: BasicTransform, args: TrainingTransformsArgs) -> BasicTransform:
+        pipeline = super().edit_training_transforms(pipeline, args)
+        if args.foreground_labels is None:
             raise ValueError(f"{cls.__name__}: amplification needs the dataset's foreground labels to find the lesion")
         amplify = build_amplification_transform(
-            cls.amplification_method_spec(), resolve_lesion_label(cls.lesion_label, foreground_labels),
+            cls.amplification_method_spec(), resolve_lesion_label(cls.lesion_label, args.foreground_labels),
             cls.border_fraction, cls.centre_half_size_fraction, cls.centre_dilation, cls.amplification_axes)
         insert_after_spatial(pipeline, amplify)
         return pipeline

@@ -9,7 +9,8 @@ Hooks (override in mixins, always call ``super()`` where it makes sense):
 - ``build_segmentation_loss()``: the loss for one output (default: nnU-Net's Dice + CE / BCE).
 - ``deep_supervision_weights()``: one weight per network output (default: nnU-Net's 1/2^i, last 0).
 - ``build_network_architecture(...)``: nnU-Net's own static hook (>= 2.7 signature).
-- ``get_training_transforms(...)``: nnU-Net's own hook; mixins override it as a classmethod.
+- ``edit_training_transforms(pipeline, args)``: edits the pipeline nnU-Net's ``get_training_transforms``
+  built (a classmethod; ``args`` holds that method's ten arguments); augmentation mixins override only this.
 - ``configure_optimizers()``: nnU-Net's own hook.
 - ``build_training_dataloader(...)`` / ``build_validation_dataloader(...)``: the data loaders that
   ``get_dataloaders`` (nnU-Net 2.8's, otherwise unchanged) wraps in its augmenters; a sampling mixin
@@ -17,12 +18,16 @@ Hooks (override in mixins, always call ``super()`` where it makes sense):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
 import numpy as np
 import torch
 from torch import nn
 
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -41,8 +46,52 @@ def nnunet_deep_supervision_weights(n_outputs: int, is_ddp: bool, compiled: bool
     return weights / weights.sum()
 
 
+@dataclass(frozen=True)
+class TrainingTransformsArgs:
+    """The arguments nnU-Net's ``get_training_transforms`` got, for ``edit_training_transforms``."""
+    patch_size: Union[np.ndarray, Tuple[int, ...]]
+    rotation_for_DA: RandomScalar
+    deep_supervision_scales: Union[List, Tuple, None]
+    mirror_axes: Tuple[int, ...]
+    do_dummy_2d_data_aug: bool
+    use_mask_for_norm: Optional[List[bool]] = None
+    is_cascaded: bool = False
+    foreground_labels: Union[Tuple[int, ...], List[int], None] = None
+    regions: Optional[List[Union[List[int], Tuple[int, ...], int]]] = None
+    ignore_label: Optional[int] = None
+
+
 class ExtTrainer(nnUNetTrainer):
     """Base of all nnunet-ext trainers: nnU-Net's trainer with the loss split into hooks."""
+
+    @classmethod
+    def get_training_transforms(
+            cls,
+            patch_size: Union[np.ndarray, Tuple[int]],
+            rotation_for_DA: RandomScalar,
+            deep_supervision_scales: Union[List, Tuple, None],
+            mirror_axes: Tuple[int, ...],
+            do_dummy_2d_data_aug: bool,
+            use_mask_for_norm: List[bool] = None,
+            is_cascaded: bool = False,
+            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
+            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
+            ignore_label: int = None,
+    ) -> BasicTransform:
+        """nnU-Net's pipeline (its static method, called through the class), then ``edit_training_transforms``."""
+        args = TrainingTransformsArgs(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                      do_dummy_2d_data_aug, use_mask_for_norm, is_cascaded, foreground_labels,
+                                      regions, ignore_label)
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        return cls.edit_training_transforms(pipeline, args)
+
+    @classmethod
+    def edit_training_transforms(cls, pipeline: BasicTransform, args: TrainingTransformsArgs) -> BasicTransform:
+        """Hook for augmentation mixins: change nnU-Net's built training pipeline (call ``super()`` first)."""
+        return pipeline
 
     def build_segmentation_loss(self) -> nn.Module:
         """The loss applied to one network output; nnU-Net's default."""
@@ -118,3 +167,15 @@ class ExtTrainer(nnUNetTrainer):
         _ = next(mt_gen_train)
         _ = next(mt_gen_val)
         return mt_gen_train, mt_gen_val
+
+
+class NeedsExtTrainer:
+    """Base of trainer mixins that fill ExtTrainer's hooks: refuses a trainer built on nnU-Net's trainer alone,
+    where the hooks would never be called and the mixin would silently do nothing."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if issubclass(cls, nnUNetTrainer) and not issubclass(cls, ExtTrainer):
+            mixins = [c.__name__ for c in cls.__mro__ if NeedsExtTrainer in c.__bases__]
+            raise TypeError(f"{cls.__name__}: {', '.join(mixins)} needs ExtTrainer (nnunet_ext.training.base) "
+                            f"among its bases for its hooks; got only nnUNetTrainer")

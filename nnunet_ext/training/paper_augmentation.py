@@ -11,9 +11,7 @@ Compose with ``RSSAugmentation`` to its left to add RSS in front of the spatial 
 from __future__ import annotations
 
 import math
-from typing import List, Tuple, Union
-
-import numpy as np
+from typing import Optional
 
 from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
@@ -27,12 +25,16 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+from nnunet_ext.training.base import NeedsExtTrainer, TrainingTransformsArgs
+
 NNUNET_INTENSITY_TRANSFORMS = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
                                ContrastTransform, SimulateLowResolutionTransform, GammaTransform)
 
 
-def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0) -> ComposeTransforms:
-    """nnU-Net's training pipeline without intensity transforms, scaling or elastic deformation (in place)."""
+def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0,
+                           rotation: Optional[RandomScalar] = None) -> ComposeTransforms:
+    """nnU-Net's training pipeline without intensity transforms, scaling or elastic deformation (in place);
+    ``rotation``: the angle range (radians) its SpatialTransform draws from, None keeps nnU-Net's."""
     if not isinstance(pipeline, ComposeTransforms):
         raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, "
                         f"got {type(pipeline).__name__}")
@@ -40,35 +42,22 @@ def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0) ->
     if len(spatial) != 1:
         raise RuntimeError(f"expected one SpatialTransform in nnU-Net's training pipeline, found {len(spatial)}")
     spatial[0].p_rotation, spatial[0].p_scaling, spatial[0].p_elastic_deform = float(p_rotation), 0.0, 0.0
+    if rotation is not None:
+        spatial[0].rotation = rotation
     pipeline.transforms = [t for t in pipeline.transforms
                            if not (isinstance(t, RandomTransform)
                                    and isinstance(t.transform, NNUNET_INTENSITY_TRANSFORMS))]
     return pipeline
 
 
-class ESUNetPaperAugmentation:
+class ESUNetPaperAugmentation(NeedsExtTrainer):
     """The ES-UNet paper's augmentation: +-15 degree rotation per axis and mirroring (p = 0.5), no other of nnU-Net's."""
 
     paper_rotation_degrees: float = 15.0
     paper_p_rotation: float = 1.0  # the paper rotates every sample ("was performed"); it gives no probability
 
     @classmethod
-    def get_training_transforms(
-            cls,
-            patch_size: Union[np.ndarray, Tuple[int]],
-            rotation_for_DA: RandomScalar,
-            deep_supervision_scales: Union[List, Tuple, None],
-            mirror_axes: Tuple[int, ...],
-            do_dummy_2d_data_aug: bool,
-            use_mask_for_norm: List[bool] = None,
-            is_cascaded: bool = False,
-            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
-            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
-            ignore_label: int = None,
-    ) -> BasicTransform:
+    def edit_training_transforms(cls, pipeline: BasicTransform, args: TrainingTransformsArgs) -> BasicTransform:
         angle = math.radians(cls.paper_rotation_degrees)
-        pipeline = super().get_training_transforms(
-            patch_size, (-angle, angle), deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
-            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
-            regions=regions, ignore_label=ignore_label)
-        return rotate_and_mirror_only(pipeline, cls.paper_p_rotation)
+        pipeline = super().edit_training_transforms(pipeline, args)
+        return rotate_and_mirror_only(pipeline, cls.paper_p_rotation, (-angle, angle))

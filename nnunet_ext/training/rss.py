@@ -8,20 +8,18 @@ supervision change the segmentation's format. See docs/rss.md.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
-import numpy as np
-
-from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
+from nnunet_ext.training.base import NeedsExtTrainer, TrainingTransformsArgs
 from nnunet_ext.transforms.pipeline import insert_before_spatial
 from nnunet_ext.transforms.rss import PAPER_P_PER_AXIS, PAPER_RATIO_RANGE, RegionSpecificScaling
 
 __all__ = ["RSSAugmentation", "insert_before_spatial"]  # the insertion rule lives in transforms/pipeline.py
 
 
-class RSSAugmentation:
+class RSSAugmentation(NeedsExtTrainer):
     """Adds Region Specific Scaling (ES-UNet) in front of nnU-Net's spatial augmentation."""
 
     rss_ratio_range: Tuple[float, float] = PAPER_RATIO_RANGE
@@ -39,22 +37,7 @@ class RSSAugmentation:
                                      foreground_labels=labels, ignore_label=ignore_label)
 
     @classmethod
-    def get_training_transforms(
-            cls,
-            patch_size: Union[np.ndarray, Tuple[int]],
-            rotation_for_DA: RandomScalar,
-            deep_supervision_scales: Union[List, Tuple, None],
-            mirror_axes: Tuple[int, ...],
-            do_dummy_2d_data_aug: bool,
-            use_mask_for_norm: List[bool] = None,
-            is_cascaded: bool = False,
-            foreground_labels: Union[Tuple[int, ...], List[int]] = None,
-            regions: List[Union[List[int], Tuple[int, ...], int]] = None,
-            ignore_label: int = None,
-    ) -> BasicTransform:
-        pipeline = super().get_training_transforms(
-            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
-            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
-            regions=regions, ignore_label=ignore_label)
-        insert_before_spatial(pipeline, cls.build_rss_transform(foreground_labels, ignore_label))
+    def edit_training_transforms(cls, pipeline: BasicTransform, args: TrainingTransformsArgs) -> BasicTransform:
+        pipeline = super().edit_training_transforms(pipeline, args)
+        insert_before_spatial(pipeline, cls.build_rss_transform(args.foreground_labels, args.ignore_label))
         return pipeline
