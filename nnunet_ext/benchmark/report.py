@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess
 from nnunet_ext.benchmark.evaluation import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
 from nnunet_ext.benchmark.runner import (CASES_FILE, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders,
                                          training_timing)
@@ -144,6 +145,56 @@ def accuracy_section(rows, labels: List[str], classes: List[str]) -> List[str]:
         out.append("After Holm correction for the " + f"{len(others)} comparisons: " +
                    (", ".join(f"{t} (Holm p = {_p(holm[t])})" for t in after) if after else
                     "**none is significant**") + ".")
+    return out
+
+
+def plain_verdict(test, holm_p: float) -> str:
+    """better / worse / no detectable difference, after Holm: the one-word answer a reader came for."""
+    if not math.isfinite(test.p_value):
+        return "too few cases to test"
+    if math.isfinite(holm_p) and holm_p < ALPHA:
+        return "better" if test.mean_difference > 0 else "worse"
+    return "no detectable difference"
+
+
+def verdict_section(rows, labels: List[str], convergence: Dict[str, List[Convergence]]) -> List[str]:
+    """The study's answer in one table (the README links it): per arm, the paired Dice difference, Holm p, the
+    verdict in plain words and how many of its runs met the convergence criterion."""
+    others = [t for t in labels if t != VANILLA and any(r["trainer"] == t for r in rows)]
+    tests = {t: paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, "dice")) for t in others}
+    holm = dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
+
+    def converged(t):
+        marks = convergence.get(t, [])
+        return f"{sum(c.converged is True for c in marks)}/{len(marks)}"
+
+    table = [[f"**{VANILLA}** (reference)", _f(bootstrap_ci(list(scores(rows, VANILLA, MEAN_CLASS, 'dice')
+                                                                   .values())).mean), "-", "-", "reference",
+              converged(VANILLA)]]
+    for t in others:
+        c = tests[t]
+        table.append([t, _f(bootstrap_ci(list(scores(rows, t, MEAN_CLASS, "dice").values())).mean),
+                      _ci(c.difference_ci), _p(holm[t]), f"**{plain_verdict(c, holm[t])}**", converged(t)])
+    return ["## Verdicts", "",
+            "Dice is the per-case mean over foreground classes; ΔDice is paired on (fold, case) against vanilla "
+            f"nnU-Net; a verdict says better/worse only when the Holm-corrected Wilcoxon p < {ALPHA}. "
+            "'converged' counts the runs (folds) that meet the criterion of the section 'Convergence'.", ""] + \
+        _table(["trainer", "Dice", "ΔDice [95% CI]", "Holm p", "verdict", "converged"], table)
+
+
+def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion) -> List[str]:
+    """Every run's convergence mark; a run that did not converge is a finding, not something to hide."""
+    table = []
+    for t, items in runs.items():
+        for fold, c in items:
+            table.append([t, str(fold), f"{c.window_epochs}", _f(c.final), _f(c.change, 4), c.mark()])
+    out = ["## Convergence", "", f"Criterion: {criterion.describe()}.", ""]
+    out += _table(["trainer", "fold", "window (epochs)", "final EMA pseudo-Dice", "change over window",
+                   "converged"], table)
+    failed = [f"{t} fold {fold}" for t, items in runs.items() for fold, c in items if c.converged is not True]
+    out += ["", ("Every run meets the criterion." if not failed else
+                 f"**Not converged by this criterion:** {', '.join(failed)}. Their Dice may still be rising; "
+                 "read their verdicts as 'after this schedule', not as the method's optimum.")]
     return out
 
 
@@ -436,7 +487,14 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
              f"Python {platform.python_version()}; written {time.strftime('%Y-%m-%d %H:%M')}",
              f"- NSD tolerance {cfg.nsd_tolerance_mm} mm; Dice/IoU from nnU-Net's evaluator (NaN when a class is "
              "absent from both masks; such cases drop out of that class's mean)", ""]
-    if cfg.epochs * cfg.iterations < 250 * 50:
+    criterion = ConvergenceCriterion()
+    curves_all = {s: learning_curve(s, folders) for s in specs}
+    runs: Dict[str, List[tuple]] = {}
+    for s, curve in curves_all.items():
+        if curve:
+            runs.setdefault(s.arm.label, []).append((s.fold, assess(curve[criterion.metric], criterion)))
+    all_converged = bool(runs) and all(c.converged is True for items in runs.values() for _, c in items)
+    if cfg.epochs * cfg.iterations < 250 * 50 and not all_converged:
         lines += [f"> This is a short schedule ({cfg.epochs * cfg.iterations} iterations; nnU-Net's default is "
                   "1000 x 250). It shows the pipeline and the cost ratios; it does not say which method is "
                   "better on converged models.", ""]
@@ -445,6 +503,10 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         (out_dir / "resenc_choice.json").write_text(json.dumps(resenc_choice.as_dict(), indent=1))
     if failures:
         lines += ["## Failed runs", ""] + [f"- {k}: `{v.splitlines()[0][:300]}`" for k, v in failures.items()] + [""]
+    if rows:
+        lines += verdict_section(rows, labels, {t: [c for _, c in items] for t, items in runs.items()}) + [""]
+    if runs:
+        lines += convergence_section(runs, criterion) + [""]
     if rows:
         lines += accuracy_section(rows, [t for t in labels if any(r["trainer"] == t for r in rows)], classes) + [""]
     else:
@@ -465,7 +527,7 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     first = {}
     for s in specs:
         first.setdefault(s.arm.label, s)
-    curves = {t: learning_curve(s, folders) for t, s in first.items()}
+    curves = {t: curves_all[s] for t, s in first.items()}
     plots.append(("Learning curves", plot_learning_curves(curves, out_dir / "learning_curves.png")))
     (out_dir / "learning_curves.json").write_text(json.dumps(curves, indent=1))
     overlays = plot_overlays(rows, labels, specs, folders, cfg.plots_overlay_cases, out_dir) if rows else []

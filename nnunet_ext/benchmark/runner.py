@@ -74,6 +74,7 @@ class BenchmarkConfig:
     shape: Sequence[int] = (24, 48, 48)
     spacing: Sequence[float] = (3.0, 1.0, 1.0)
     seed: int = 0
+    task: str = "phantom"                     # nnunet_ext.data.tasks: a study task instead of the phantom
     # nnU-Net folders: None = a private workspace under workdir/nnunet (generated data); True = the
     # nnUNet_raw / nnUNet_preprocessed / nnUNet_results of the environment (an existing dataset)
     use_environment_folders: bool = False
@@ -350,7 +351,8 @@ def prepare_workspace(cfg: BenchmarkConfig, log: Callable[[str], None] = print) 
         log(f"generating Dataset{cfg.dataset_id:03d}_{cfg.dataset_name}: {cfg.num_train_cases} training + "
             f"{cfg.num_test_cases} test cases of {tuple(cfg.shape)}")
         ws.generate(cfg.dataset_id, name=cfg.dataset_name, num_cases=cfg.num_train_cases, shape=tuple(cfg.shape),
-                    spacing=tuple(cfg.spacing), num_test_cases=cfg.num_test_cases, seed=cfg.seed)
+                    spacing=tuple(cfg.spacing), num_test_cases=cfg.num_test_cases, seed=cfg.seed,
+                    task=cfg.task)
     try:
         name = ws.dataset_name(cfg.dataset_id)
     except FileNotFoundError as error:

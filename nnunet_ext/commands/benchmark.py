@@ -29,6 +29,7 @@ def add_parser(subparsers):
     from nnunet_ext.benchmark.runner import (EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS,
                                              BenchmarkConfig)
     from nnunet_ext.commands.arguments import DEVICE_HELP, non_negative_int, positive_float, positive_int
+    from nnunet_ext.data.tasks import TASKS
     from nnunet_ext.dataset_names import dataset_arg, dataset_id_arg
 
     d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
@@ -68,8 +69,12 @@ def add_parser(subparsers):
     gen.add_argument("--generate", action="store_true", help="generate a phantom dataset with this id")
     gen.add_argument("--cases", type=positive_int, default=d.num_train_cases, help="training cases to generate")
     gen.add_argument("--test-cases", type=non_negative_int, default=d.num_test_cases, help="test cases to generate")
-    gen.add_argument("--shape", type=positive_int, nargs="+", default=list(d.shape), help="z y x voxels")
-    gen.add_argument("--spacing", type=positive_float, nargs="+", default=list(d.spacing), help="z y x mm")
+    gen.add_argument("--task", default=d.task, choices=("phantom", *TASKS),
+                     help="what to generate: the default phantom or a study task (docs/datasets.md)")
+    gen.add_argument("--shape", type=positive_int, nargs="+", default=None,
+                     help=f"z y x (or y x) voxels (default: {' '.join(map(str, d.shape))}, or the task's)")
+    gen.add_argument("--spacing", type=positive_float, nargs="+", default=None,
+                     help=f"z y x (or y x) mm (default: {' '.join(map(str, d.spacing))}, or the task's)")
     gen.add_argument("--seed", type=non_negative_int, default=d.seed, help="seed of the generated dataset")
     run = p.add_argument_group("fan-out (submitit)")
     run.add_argument("--executor", choices=EXECUTORS, default=d.executor,
@@ -103,7 +108,9 @@ def config_from_args(args, argv=None):
     from nnunet_ext.benchmark.ablations import get_ablation
     from nnunet_ext.benchmark.runner import BenchmarkConfig, command_line
     from nnunet_ext.commands.arguments import resolve_device
+    from nnunet_ext.data.tasks import TASKS
 
+    d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
     trainers = list(args.trainers)
     configuration = args.configuration
     if args.ablation:
@@ -112,13 +119,16 @@ def config_from_args(args, argv=None):
         configuration = configuration or ablation.configuration
     if args.executor == "slurm" and not args.slurm_partition:
         print("note: no --slurm-partition given; Slurm uses its default partition", file=sys.stderr)
+    task = TASKS.get(args.task)
+    shape = args.shape or (task.shape if task else d.shape)
+    spacing = args.spacing or (task.spacing if task else d.spacing)
     return BenchmarkConfig(
         workdir=args.workdir, dataset_id=args.dataset, configuration=configuration or "3d_fullres",
         trainers=tuple(trainers), folds=tuple(args.folds), epochs=args.epochs, iterations=args.iterations,
         val_iterations=args.val_iterations, resenc=args.resenc, eval_set=args.eval_set,
         device=resolve_device(args.device),
-        generate=args.generate, num_train_cases=args.cases, num_test_cases=args.test_cases, shape=tuple(args.shape),
-        spacing=tuple(args.spacing), seed=args.seed,
+        generate=args.generate, num_train_cases=args.cases, num_test_cases=args.test_cases, shape=tuple(shape),
+        spacing=tuple(spacing), seed=args.seed, task=args.task,
         use_environment_folders=args.use_env_folders or not args.generate, da_processes=args.da_processes,
         executor=args.executor, max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
         timeout_min=args.timeout_min, slurm_partition=args.slurm_partition, slurm_account=args.slurm_account,

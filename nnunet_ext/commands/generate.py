@@ -3,6 +3,7 @@ import os
 
 from nnunet_ext.commands.arguments import non_negative_int, positive_float, positive_int
 from nnunet_ext.data.phantoms import LABEL_VARIANTS
+from nnunet_ext.data.tasks import TASKS
 from nnunet_ext.dataset_names import dataset_id_arg, dataset_name_arg
 
 
@@ -14,10 +15,13 @@ def add_parser(subparsers):
     p.add_argument("--name", type=dataset_name_arg, default="Phantom",
                    help="dataset name: letters, digits, '_' or '-'")
     p.add_argument("--cases", type=positive_int, default=8, help="training cases")
-    p.add_argument("--shape", type=positive_int, nargs="+", default=[32, 64, 64],
-                   help="array shape z y x, or y x for 2D; at least 8 per axis")
-    p.add_argument("--spacing", type=positive_float, nargs="+", default=[3.0, 1.0, 1.0],
-                   help="voxel spacing in mm, same order as --shape")
+    p.add_argument("--task", default="phantom", choices=("phantom", *TASKS),
+                   help="phantom: body, organ, lesions; or a study task (docs/datasets.md): "
+                        + "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()))
+    p.add_argument("--shape", type=positive_int, nargs="+", default=None,
+                   help="array shape z y x, or y x for 2D; at least 8 per axis (default: 32 64 64, or the task's)")
+    p.add_argument("--spacing", type=positive_float, nargs="+", default=None,
+                   help="voxel spacing in mm, same order as --shape (default: 3 1 1, or the task's)")
     p.add_argument("--channels", type=int, default=1, choices=(1, 2), help="1: CT, 2: CT + PET")
     p.add_argument("--labels", default="plain", choices=LABEL_VARIANTS, help="label variant")
     p.add_argument("--test-cases", type=non_negative_int, default=0, help="held-out cases in imagesTs/labelsTs")
@@ -32,7 +36,10 @@ def run(args):
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
         raise SystemExit("nnunet-ext generate: set nnUNet_raw or pass --raw DIR")
-    out = generate_dataset(raw, args.dataset_id, args.name, num_cases=args.cases, shape=tuple(args.shape),
-                           spacing=tuple(args.spacing), num_channels=args.channels, label_variant=args.labels,
-                           num_test_cases=args.test_cases, seed=args.seed)
+    task = TASKS.get(args.task)
+    shape = args.shape or (task.shape if task else (32, 64, 64))
+    spacing = args.spacing or (task.spacing if task else (3.0, 1.0, 1.0))
+    out = generate_dataset(raw, args.dataset_id, args.name, num_cases=args.cases, shape=tuple(shape),
+                           spacing=tuple(spacing), num_channels=args.channels, label_variant=args.labels,
+                           num_test_cases=args.test_cases, seed=args.seed, task=args.task)
     print(out)

@@ -207,16 +207,27 @@ def _prepare_folder(nnunet_raw: Path, dataset_id: int, folder_name: str) -> Path
 def generate_dataset(nnunet_raw: str | Path, dataset_id: int, name: str = "Phantom", *, num_cases: int = 8,
                      shape: Sequence[int] = (32, 64, 64), spacing: Sequence[float] = (3.0, 1.0, 1.0),
                      num_channels: int = 1, label_variant: str = "plain", num_test_cases: int = 0,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, task: str = "phantom") -> Path:
     """Write ``<nnunet_raw>/Dataset{id:03d}_{name}`` and return its path.
 
     ``shape``/``spacing`` are in numpy order: (z, y, x) for 3D, (y, x) for 2D (written as 2D NIfTI, which
     nnU-Net's SimpleITKIO reads as a single slice and plans only the ``2d`` configuration for).
     Case ``i`` is drawn from ``default_rng([seed, i])``, so the same seed gives identical arrays and adding
-    cases does not change the earlier ones.
+    cases does not change the earlier ones. ``task`` other than "phantom" picks a study task
+    (``nnunet_ext.data.tasks``), which brings its own labels and channels (plain labels only).
     """
     _check_arguments(dataset_id, name, num_cases, shape, spacing, num_channels, num_test_cases)
     labels_json, regions_class_order = dataset_labels(label_variant)
+    channel_names, make = dict(CHANNEL_NAMES[num_channels]), None
+    if task != "phantom":
+        from nnunet_ext.data.tasks import get_task
+
+        spec = get_task(task)
+        if label_variant != "plain":
+            raise ValueError(f"task {task!r} has plain labels only, got label variant {label_variant!r}")
+        if len(shape) != len(spec.shape):
+            raise ValueError(f"task {task!r} is {len(spec.shape)}D; shape {tuple(shape)} has {len(shape)} axes")
+        labels_json, channel_names, make = dict(spec.labels), dict(spec.channel_names), spec.maker
     folder_name = f"Dataset{int(dataset_id):03d}_{name}"
     out = _prepare_folder(Path(nnunet_raw), int(dataset_id), folder_name)
     splits = [("Tr", range(num_cases))]
@@ -227,7 +238,7 @@ def generate_dataset(nnunet_raw: str | Path, dataset_id: int, name: str = "Phant
         (out / f"labels{suffix}").mkdir(parents=True)
         for case in cases:
             rng = np.random.default_rng([int(seed), case])
-            phantom = make_phantom(rng, shape, spacing, num_channels)
+            phantom = make(rng, shape, spacing) if make else make_phantom(rng, shape, spacing, num_channels)
             labels = phantom.labels
             if "ignore" in label_variant and suffix == "Tr":  # held-out ground truth stays fully annotated
                 labels = sparsify_annotation(rng, labels)
@@ -237,12 +248,13 @@ def generate_dataset(nnunet_raw: str | Path, dataset_id: int, name: str = "Phant
             _write(labels, spacing, out / f"labels{suffix}" / f"{identifier}{FILE_ENDING}")
 
     dataset_json = {
-        "channel_names": dict(CHANNEL_NAMES[num_channels]),
+        "channel_names": channel_names,
         "labels": labels_json,
         "numTraining": int(num_cases),
         "file_ending": FILE_ENDING,
         "name": name,
-        "description": f"synthetic phantom ({len(shape)}D, label variant {label_variant!r}, seed {seed})",
+        "description": f"synthetic phantom ({len(shape)}D, task {task!r}, label variant {label_variant!r}, "
+                       f"seed {seed})",
         "generator": GENERATOR_TAG,
     }
     if regions_class_order is not None:

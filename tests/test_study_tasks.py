@@ -1,0 +1,102 @@
+"""Study tasks (nnunet_ext.data.tasks) and the convergence criterion (nnunet_ext.benchmark.convergence)."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nnunet_ext.benchmark.convergence import ConvergenceCriterion, assess
+from nnunet_ext.data.phantoms import generate_dataset
+from nnunet_ext.data.tasks import HECKTOR_LABELS, SMALL_TARGET_LABELS, TASKS, get_task
+
+
+def test_flat_curve_converges_with_a_three_epoch_window():
+    c = assess([0.5] * 10)
+    assert c.converged is True and c.window_epochs == 3 and c.change == pytest.approx(0.0) and c.final == 0.5
+
+
+def test_rising_curve_does_not_converge():
+    # 0.01 per epoch; the last 3 epochs' trend moves the curve by 0.01 * 2 = 0.02 > 0.005
+    c = assess([0.01 * e for e in range(10)])
+    assert c.converged is False and c.change == pytest.approx(0.02)
+
+
+def test_window_is_a_fraction_of_the_epochs_and_tolerance_is_strict():
+    # 50 epochs -> window 10; a ramp of 0.0005 / epoch moves 0.0005 * 9 = 0.0045 < 0.005 in it
+    slow = [0.0005 * e for e in range(50)]
+    c = assess(slow)
+    assert c.window_epochs == 10 and c.change == pytest.approx(0.0045) and c.converged is True
+    assert assess(slow, ConvergenceCriterion(tolerance=0.004)).converged is False
+
+
+def test_noise_around_a_plateau_is_judged_by_its_trend_not_one_epoch():
+    # alternating +-0.006 around 0.8 over 40 epochs (window 8, starting on a low epoch): window's last-minus-first
+    # is 0.012, but the trend is sum((x - 3.5) * y) / sum((x - 3.5)^2) = (4 * 0.006) / 42 per epoch, times 7
+    y = [0.8 + (0.006 if e % 2 else -0.006) for e in range(40)]
+    c = assess(y)
+    assert y[-1] - y[-8] == pytest.approx(0.012)
+    assert c.change == pytest.approx(4 * 0.006 / 42 * 7) and c.converged is True
+
+
+def test_too_short_or_nan_curves_are_not_judged():
+    assert assess([0.1, 0.2, 0.3, 0.4, 0.5]).converged is None
+    c = assess([0.5] * 9 + [math.nan])
+    assert c.converged is None and math.isnan(c.change)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_tasks_are_deterministic_and_have_every_label(name):
+    task = TASKS[name]
+    a = task.maker(np.random.default_rng([0, 3]), task.shape, task.spacing)
+    b = task.maker(np.random.default_rng([0, 3]), task.shape, task.spacing)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.images.shape == (len(task.channel_names), *task.shape) and a.images.dtype == np.float32
+    seen = set()
+    for case in range(12):
+        seen |= set(np.unique(task.maker(np.random.default_rng([0, case]), task.shape, task.spacing).labels))
+    assert seen == set(task.labels.values())
+
+
+def test_hecktor_tumour_is_found_on_pet_not_ct():
+    task = get_task("hecktor")
+    ct_gap, pet_gap = [], []
+    for case in range(6):
+        p = task.maker(np.random.default_rng([0, case]), task.shape, task.spacing)
+        primary = p.labels == HECKTOR_LABELS["primary"]
+        soft = (p.labels == 0) & (p.images[0] > -200) & (p.images[0] < 300)
+        ct_gap.append(p.images[0][primary].mean() - p.images[0][soft].mean())
+        pet_gap.append(p.images[1][primary].mean() / p.images[1][soft].mean())
+    assert abs(np.mean(ct_gap)) < 30       # within textured soft tissue (std 18 HU + noise 15 HU) on CT
+    assert np.mean(pet_gap) > 2.5          # hot on PET
+
+
+def test_small_targets_are_small_and_sometimes_absent():
+    task = get_task("small_targets")
+    sizes, empty = [], 0
+    for case in range(60):
+        p = task.maker(np.random.default_rng([0, case]), task.shape, task.spacing)
+        components, n = ndimage.label(p.labels == SMALL_TARGET_LABELS["lesion"])
+        empty += n == 0
+        sizes += list(np.bincount(components.ravel())[1:])
+    assert 5 <= empty <= 20                  # ~1 in 6
+    assert min(sizes) >= 1 and max(sizes) <= 60 and np.median(sizes) < 25
+
+
+def test_generate_dataset_writes_the_tasks_labels_and_channels(tmp_path):
+    out = generate_dataset(tmp_path, 7, "Hn", num_cases=2, shape=(16, 32, 32), spacing=(3, 2, 2), task="hecktor")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"] == HECKTOR_LABELS and meta["channel_names"] == {"0": "CT", "1": "PET"}
+    assert len(list((out / "imagesTr").glob("*_0001.nii.gz"))) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(task="nope"), "unknown task 'nope'"),
+    (dict(task="small_targets", shape=(16, 32, 32), spacing=(1, 1, 1)), "is 2D"),
+    (dict(task="hecktor", label_variant="ignore"), "plain labels only"),
+])
+def test_bad_task_arguments_name_the_problem(tmp_path, kwargs, message):
+    kwargs = {"num_cases": 1, "shape": (16, 32, 32), "spacing": (3, 2, 2), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate_dataset(tmp_path, 8, "Bad", **kwargs)
