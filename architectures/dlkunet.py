@@ -176,7 +176,7 @@ class DLKDecoder(DeepSupervisionDecoder):
         return self.stages[i](below, skip)
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "dlkunet_kwargs_from_configuration", "checkpointed": True})
 class DLKUNet(nn.Module):
     """DLKUNet (S/M/L presets or plans-driven): depthwise-separable U-Net with large-kernel attention."""
 

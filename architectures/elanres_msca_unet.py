@@ -281,7 +281,7 @@ class ELANResDecoder(DeepSupervisionDecoder):
         return self.stages[i](torch.cat([skip, self.upsample[i](below)], dim=1))
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "elanres_kwargs_from_configuration", "checkpointed": True})
 class ELANResMSCAUNet(nn.Module):
     """ELANRes-MSCA-UNet: U-Net of re-parameterized ELAN residual blocks with multi-scale conv attention."""
 

@@ -556,7 +556,8 @@ class _FullScaleUNet(nn.Module):
         InitWeights_He(1e-2)(module)
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "es_unet_kwargs_from_configuration",
+                               "builder_kwargs": {"variant": "es_unet"}, "checkpointed": True})
 class ESUNet(_FullScaleUNet):
     """ES-UNet: UNet 3+ full-scale skips with SE on every encoder-to-decoder path, transposed-conv decoder, mean of full-scale heads."""
 
@@ -569,7 +570,8 @@ class ESUNet(_FullScaleUNet):
                          wide_same_level_stages=wide_same_level_stages, head_fusion=head_fusion, **kwargs)
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "es_unet_kwargs_from_configuration",
+                               "builder_kwargs": {"variant": "unet3plus"}, "checkpointed": True})
 class UNet3Plus(_FullScaleUNet):
     """3D UNet 3+ baseline of the ES-UNet paper: full-scale skips, interpolation-only decoder, no attention."""
 

@@ -181,7 +181,7 @@ class StageSkippingDecoder(nn.Module):
         return outputs[::-1]
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "stage_skipping_kwargs_from_configuration"})
 class StageSkippingSegmentor(nn.Module):
     """Multi-stage segmentor (CMC 2025) whose first stages switch off when the input is small (r = N - log2(V0/s0))."""
 

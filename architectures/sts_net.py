@@ -169,7 +169,7 @@ class DeepLabV3Decoder(DeepLabHead):
         self.deep_supervision = deep_supervision
 
 
-@register("architecture")
+@register("architecture", plans={"kwargs_builder": "sts_net_kwargs_from_configuration", "total_stride": 8})
 class STSNet(nn.Module):
     """STS-Net (Sci Rep 2025): ResNeXt50-32x4d + ESCA encoder, DeepLabV3 decoder, 2D."""
 

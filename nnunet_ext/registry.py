@@ -9,7 +9,7 @@ import importlib
 import inspect
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 KINDS = ("architecture", "loss", "transform", "trainer")
 
@@ -23,6 +23,8 @@ class Entry:
     name: str
     summary: str
     dotted_path: str
+    # architectures: how ``nnunet-ext plans`` writes the network into nnU-Net plans (nnunet_ext.planning.arch_plans)
+    plans: Optional[Mapping[str, Any]] = None
 
 
 _ENTRIES: Dict[str, Dict[str, Entry]] = {k: {} for k in KINDS}
@@ -33,14 +35,20 @@ def first_doc_line(obj) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
 
 
-def register(kind: str, name: str | None = None) -> Callable:
+def register(kind: str, name: str | None = None, plans: Optional[Mapping[str, Any]] = None) -> Callable:
     """Class/function decorator: record the object in the catalogue under ``kind``.
+
+    ``plans`` (architectures only) makes the network plannable by ``nnunet-ext plans``: the fields of
+    ``nnunet_ext.planning.arch_plans.ArchitecturePlan`` except the class name, ``kwargs_builder`` given as the
+    name of a function in the network's module (or "module:function").
 
     A name already taken by another object is an error (the catalogue would silently list only one);
     the same ``module.qualname`` registering again (a module re-imported or reloaded) replaces its entry.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown catalogue kind {kind!r}; expected one of {KINDS}")
+    if plans is not None and kind != "architecture":
+        raise ValueError(f"only an architecture can say how it is planned; got plans= for a {kind}")
 
     def deco(obj):
         entry_name = name or obj.__name__
@@ -49,7 +57,8 @@ def register(kind: str, name: str | None = None) -> Callable:
         if existing is not None and existing.dotted_path != dotted_path:
             raise ValueError(f"{kind} name {entry_name!r} is registered twice: by {existing.dotted_path} and by "
                              f"{dotted_path}; give one of them another name (register({kind!r}, name=...))")
-        _ENTRIES[kind][entry_name] = Entry(kind, entry_name, first_doc_line(obj), dotted_path)
+        _ENTRIES[kind][entry_name] = Entry(kind, entry_name, first_doc_line(obj), dotted_path,
+                                           None if plans is None else dict(plans))
         return obj
 
     return deco

@@ -270,7 +270,7 @@ def test_sliding_window_prediction_of_nnunet_uses_each_slices_own_stack():
 def fake_configuration(patch_size, class_name="dynamic_network_architectures.architectures.unet.PlainConvUNet",
                        arch_kwargs=None):
     return SimpleNamespace(patch_size=patch_size, network_arch_class_name=class_name,
-                           network_arch_init_kwargs=arch_kwargs or {})
+                           network_arch_init_kwargs=arch_kwargs or {}, network_arch_init_kwargs_req_import=[])
 
 
 def test_kwargs_from_configuration_check_the_patch():

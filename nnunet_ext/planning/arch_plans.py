@@ -6,7 +6,7 @@ network fairly (and without re-preprocessing), we keep everything nnU-Net planne
 estimated training memory (nnunet_ext.planning.memory) fits the budget. The default budget is what the
 planned PlainConvUNet needs by the same estimate, so both plans ask the same of the GPU.
 
-Adding a network is one entry in ``PLANNABLE``.
+A network becomes plannable by saying how in its registration: ``@register("architecture", plans={...})``.
 """
 from __future__ import annotations
 
@@ -97,31 +97,39 @@ def total_stride(strides: Sequence, dim: int) -> Tuple[int, ...]:
     return tuple(int(v) for v in per_axis)
 
 
-PLANNABLE: Dict[str, ArchitecturePlan] = {
-    "ESUNet": ArchitecturePlan("nnunet_ext_architectures.es_unet.ESUNet",
-                               "nnunet_ext_architectures.es_unet:es_unet_kwargs_from_configuration",
-                               {"variant": "es_unet"}, checkpointed=True),
-    "UNet3Plus": ArchitecturePlan("nnunet_ext_architectures.es_unet.UNet3Plus",
-                                  "nnunet_ext_architectures.es_unet:es_unet_kwargs_from_configuration",
-                                  {"variant": "unet3plus"}, checkpointed=True),
-    "STSNet": ArchitecturePlan("nnunet_ext_architectures.sts_net.STSNet",
-                               "nnunet_ext_architectures.sts_net:sts_net_kwargs_from_configuration", total_stride=8),
-    "StageSkippingSegmentor": ArchitecturePlan(
-        "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor",
-        "nnunet_ext_architectures.stage_skipping_segmentor:stage_skipping_kwargs_from_configuration"),
-    "DLKUNet": ArchitecturePlan("nnunet_ext_architectures.dlkunet.DLKUNet",
-                                "nnunet_ext_architectures.dlkunet:dlkunet_kwargs_from_configuration",
-                                checkpointed=True),
-    "ELANResMSCAUNet": ArchitecturePlan("nnunet_ext_architectures.elanres_msca_unet.ELANResMSCAUNet",
-                                        "nnunet_ext_architectures.elanres_msca_unet:elanres_kwargs_from_configuration",
-                                        checkpointed=True),
-}
+_PLANNABLE: Optional[Dict[str, ArchitecturePlan]] = None
+
+
+def plannable() -> Dict[str, ArchitecturePlan]:
+    """Every registered network that says how it is planned (``@register("architecture", plans={...})``), by
+    its registry name; built on first use (it imports every architecture module)."""
+    global _PLANNABLE
+    if _PLANNABLE is None:
+        from nnunet_ext.registry import entries
+
+        _PLANNABLE = {}
+        for entry in entries("architecture"):
+            if entry.plans is None:
+                continue
+            spec = dict(entry.plans)
+            builder = spec.pop("kwargs_builder")
+            if isinstance(builder, str) and ":" not in builder:  # a function of the network's own module
+                builder = f"{entry.dotted_path.rsplit('.', 1)[0]}:{builder}"
+            _PLANNABLE[entry.name] = ArchitecturePlan(entry.dotted_path, builder, **spec)
+    return _PLANNABLE
+
+
+def __getattr__(name: str):
+    if name == "PLANNABLE":  # the catalogue above, under the name it had when it was typed by hand
+        return plannable()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_plannable(name: str) -> ArchitecturePlan:
-    if name not in PLANNABLE:
-        raise PlanningError(f"unknown architecture {name!r}; known: {', '.join(sorted(PLANNABLE))}")
-    return PLANNABLE[name]
+    known = plannable()
+    if name not in known:
+        raise PlanningError(f"unknown architecture {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import numpy as np
 
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_ext.training.architecture import PlansArchitecture
 from nnunet_ext.training.checkpointing import CheckpointedArchitecture
 
-from nnunet_ext_architectures.es_unet import (
-    CLASS_BY_VARIANT, ESUNet, UNet3Plus, es_unet_kwargs_from_configuration)
+from nnunet_ext_architectures.es_unet import CLASS_BY_VARIANT, ESUNet, UNet3Plus, es_unet_kwargs_from_configuration
 
 
 def equal_deep_supervision_weights(n_outputs: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def equal_deep_supervision_weights(n_outputs: int) -> np.ndarray:
     return np.full(n_outputs, 1.0 / n_outputs)
 
 
-class _FullScaleArchitecture(CheckpointedArchitecture):
+class _FullScaleArchitecture(PlansArchitecture, CheckpointedArchitecture):
     variant: str = "es_unet"
     network_class = ESUNet
     skip_connections: str = "both"  # Table 4: "base" | "enc_only" | "dec_only" | "both"
@@ -44,24 +44,16 @@ class _FullScaleArchitecture(CheckpointedArchitecture):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         """From our plans' kwargs when the plans name this network, else from the configuration's stage layout."""
-        arch_name = configuration_manager.network_arch_class_name
-        ours = CLASS_BY_VARIANT[cls.variant]
-        if arch_name == ours:
-            kwargs = dict(configuration_manager.network_arch_init_kwargs)
-            requires_import = list(configuration_manager.network_arch_init_kwargs_req_import)
-        elif arch_name in CLASS_BY_VARIANT.values():
-            raise ValueError(f"{cls.__name__} builds {ours}, but the plans configuration names {arch_name}; "
-                             f"use the matching trainer or plans")
-        else:
-            arch = es_unet_kwargs_from_configuration(configuration_manager, cls.variant, cls.skip_connections,
-                                                     max_stages=cls.max_stages, head_fusion=cls.head_fusion)
-            kwargs, requires_import = arch["arch_kwargs"], arch["_kw_requires_import"]
+        arch = cls.plans_architecture(configuration_manager) or es_unet_kwargs_from_configuration(
+            configuration_manager, cls.variant, cls.skip_connections, max_stages=cls.max_stages,
+            head_fusion=cls.head_fusion)
+        kwargs, requires_import = arch["arch_kwargs"], arch["_kw_requires_import"]
         # the trainer's name promises the Table 4 variant (and head fusion), so its attributes win over the plans
         kwargs["skip_connections"] = cls.skip_connections
         if cls.variant == "es_unet":
             kwargs["head_fusion"] = cls.head_fusion
-        network = get_network_from_plans(ours, kwargs, requires_import, num_input_channels, num_output_channels,
-                                         allow_init=True, deep_supervision=enable_deep_supervision)
+        network = get_network_from_plans(CLASS_BY_VARIANT[cls.variant], kwargs, requires_import, num_input_channels,
+                                         num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
         return cls.checkpointed(network)
 
     def initialize(self):

@@ -12,14 +12,16 @@ import numpy as np
 
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_ext.training.architecture import PlansArchitecture
 from nnunet_ext.training.base import nnunet_deep_supervision_weights
 from nnunet_ext_architectures.stage_skipping_segmentor import (
-    SEGMENTOR_CLASS, StageSkippingConfig, stage_skipping_kwargs_from_configuration)
+    SEGMENTOR_CLASS, StageSkippingConfig, StageSkippingSegmentor, stage_skipping_kwargs_from_configuration)
 
 
-class StageSkippingArchitecture:
+class StageSkippingArchitecture(PlansArchitecture):
     """Trainer mixin: StageSkippingSegmentor on the plans' spacing; deep supervision follows the active stages."""
 
+    network_class = StageSkippingSegmentor
     segmentor_n_stages: int = 5
     segmentor_base_features: int = 16
     segmentor_s0: int = 4
@@ -27,11 +29,8 @@ class StageSkippingArchitecture:
     @classmethod
     def segmentor_architecture(cls, configuration_manager) -> dict:
         """The plans' entry when the plans name the segmentor (nnunet-ext plans), else derived from the spacing."""
-        if configuration_manager.network_arch_class_name == SEGMENTOR_CLASS:
-            return {"arch_kwargs": dict(configuration_manager.network_arch_init_kwargs),
-                    "_kw_requires_import": list(configuration_manager.network_arch_init_kwargs_req_import)}
-        return stage_skipping_kwargs_from_configuration(configuration_manager, cls.segmentor_n_stages,
-                                                        cls.segmentor_base_features, cls.segmentor_s0)
+        return cls.plans_architecture(configuration_manager) or stage_skipping_kwargs_from_configuration(
+            configuration_manager, cls.segmentor_n_stages, cls.segmentor_base_features, cls.segmentor_s0)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,

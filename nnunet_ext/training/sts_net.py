@@ -22,6 +22,7 @@ import torch
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_ext.training.architecture import PlansArchitecture
 from nnunet_ext_architectures.sts_net import STSNet, STSNet25D, sts_net_kwargs_from_configuration
 
 # A path here (or in the class attribute ``sts_encoder_weights``) initialises the encoder for training.
@@ -35,10 +36,10 @@ def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
     return getattr(network, "_orig_mod", network)
 
 
-class STSNetArchitecture:
+class STSNetArchitecture(PlansArchitecture):
     """Architecture mixin: STS-Net (2D) as the network; its single output is the one deep-supervision level."""
 
-    sts_network_class = STSNet
+    network_class = STSNet
     sts_output_stride: int = 8
     sts_use_esca: bool = True
     sts_encoder_weights: Optional[str] = None  # torchvision/timm resnext50_32x4d state_dict for training
@@ -46,9 +47,9 @@ class STSNetArchitecture:
     @classmethod
     def sts_net_kwargs(cls, configuration_manager) -> dict:
         """Plans' arch_kwargs when the plans name this network class, else the class attributes."""
-        cls_name = cls.sts_network_class.__name__
-        if str(configuration_manager.network_arch_class_name).split(".")[-1] == cls_name:
-            return dict(configuration_manager.network_arch_init_kwargs)
+        planned = cls.plans_architecture(configuration_manager)
+        if planned is not None:
+            return planned["arch_kwargs"]
         return sts_net_kwargs_from_configuration(configuration_manager, output_stride=cls.sts_output_stride,
                                                  use_esca=cls.sts_use_esca, **cls.extra_sts_kwargs())
 
@@ -61,7 +62,7 @@ class STSNetArchitecture:
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         kwargs = cls.sts_net_kwargs(configuration_manager)
         kwargs.pop("encoder_weights", None)  # a training-time initialisation, see initialize()
-        return cls.sts_network_class(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs)
+        return cls.network_class(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs)
 
     def _get_deep_supervision_scales(self):
         return [[1.0] * len(self.configuration_manager.patch_size)] if self.enable_deep_supervision else None
@@ -91,7 +92,7 @@ class SliceStack25D(STSNetArchitecture):
     makes every slice an inner slice of some window (see docs/sts_net.md).
     """
 
-    sts_network_class = STSNet25D
+    network_class = STSNet25D
     context_slices: int = 1
     window_slices: Optional[int] = None
 
