@@ -11,7 +11,8 @@ import torch
 from nnunet_ext import registry
 from nnunet_ext.paths import env_with_trainers, trainers_dir
 from nnunet_ext.training.base import nnunet_deep_supervision_weights
-from nnunet_ext.training.schedule import SHORT_NAME, make_short_schedule_trainer, short_schedule_name
+from nnunet_ext.training.short_schedule import (SHORT_NAME, STOP_ENV, ShortSchedule, find_base_trainer,
+                                                 make_short_schedule_trainer, short_schedule_name)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_nnunet_finds_short_schedule_variant_through_nnUNet_extTrainer(tmp_path)
     """nnU-Net's own lookup (as nnUNetv2_train/predict use it) resolves <Trainer>_ep<E>it<I>."""
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
             "c = f('nnUNetTrainer_ep3it4val1')\n"
-            "print(c.__name__, c.__mro__[1].__name__)\n")
+            "print(c.__name__, c.__bases__[-1].__name__)\n")
     env = env_with_trainers({k: v for k, v in __import__("os").environ.items() if k != "nnUNet_extTrainer"})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -70,6 +71,91 @@ def test_unknown_base_trainer_is_not_found():
 
     module = importlib.import_module("nnunet_ext_trainers.short_schedule_trainers")
     assert not hasattr(module, "NoSuchTrainer_ep1it1")
+
+
+class _Trainer:
+    """What ShortSchedule touches of nnU-Net's trainer, with nnU-Net's default lengths."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cpu")):
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1000, 250, 50
+        self.save_every, self.current_epoch, self.log = 50, 0, []
+
+    def on_epoch_end(self):
+        self.current_epoch += 1
+
+    def perform_actual_validation(self, save_probabilities=False):
+        self.log.append("validated")
+
+    def print_to_log_file(self, *args):
+        self.log.append(" ".join(args))
+
+
+def _short(**attributes):
+    return type("Short", (ShortSchedule, _Trainer), attributes)({}, "2d", 0, {})
+
+
+def test_short_schedule_sets_lengths_from_class_attributes():
+    trainer = _short()  # the defaults: two epochs of two iterations, one validation iteration
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (2, 2, 1)
+    assert trainer.save_every == 50  # nnU-Net's
+    trainer = _short(short_epochs=4, short_iterations=11, short_save_every=1)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (4, 11, 2)
+    assert trainer.save_every == 1
+    assert _short(short_val_iterations=3).num_val_iterations_per_epoch == 3
+    named = make_short_schedule_trainer(_Trainer, 5, 20, None, "_Trainer_ep5it20", __name__)({}, "2d", 0, {})
+    assert (named.num_epochs, named.num_iterations_per_epoch, named.num_val_iterations_per_epoch) == (5, 20, 4)
+
+
+@pytest.mark.parametrize("attribute, value", [("short_epochs", 0), ("short_iterations", 2.5), ("stop_at_epoch", 0),
+                                              ("short_save_every", -1), ("short_val_iterations", True)])
+def test_short_schedule_refuses_bad_lengths(attribute, value):
+    with pytest.raises(ValueError, match=f"'Short': {attribute} must be an integer >= 1, got {value!r}"):
+        _short(**{attribute: value})
+
+
+def test_short_schedule_stops_on_purpose_after_the_epoch_it_is_told(monkeypatch):
+    monkeypatch.delenv(STOP_ENV, raising=False)
+    trainer = _short(stop_at_epoch=2)
+    trainer.on_epoch_end()
+    with pytest.raises(SystemExit, match=r"simulated interruption before epoch 2 \(epochs 0..1 done"):
+        trainer.on_epoch_end()
+    monkeypatch.setenv(STOP_ENV, "1")  # the environment wins over the class attribute
+    with pytest.raises(SystemExit, match="before epoch 1"):
+        _short(stop_at_epoch=2).on_epoch_end()
+    monkeypatch.setenv(STOP_ENV, "one")
+    with pytest.raises(ValueError, match=f"{STOP_ENV}='one': expected an epoch number >= 1"):
+        _short().on_epoch_end()
+    monkeypatch.setenv(STOP_ENV, "")  # empty: not set
+    trainer = _short()
+    for _ in range(3):
+        trainer.on_epoch_end()
+    assert trainer.current_epoch == 3
+
+
+def test_short_schedule_skips_the_final_validation_only_when_told():
+    trainer = _short()
+    trainer.perform_actual_validation()
+    assert trainer.log == ["validated"]
+    trainer = _short(skip_final_validation=True)
+    trainer.perform_actual_validation()
+    assert trainer.log == ["final validation skipped (Short.skip_final_validation)"]
+
+
+def test_short_schedule_base_found_in_any_nnUNet_extTrainer_folder(tmp_path, monkeypatch):
+    """`<Trainer>_ep..` for a trainer in a user's own nnUNet_extTrainer folder, not only in nnU-Net's or ours."""
+    (tmp_path / "my_lab_trainers.py").write_text(
+        "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+        "class MyLabTrainer(nnUNetTrainer):\n    pass\n")
+    monkeypatch.setenv("nnUNet_extTrainer", f"{trainers_dir()}:{tmp_path}")
+    from nnunet_ext_trainers import short_schedule_trainers
+
+    cls = getattr(short_schedule_trainers, "MyLabTrainer_ep3it2")
+    assert cls.__bases__[-1].__name__ == "MyLabTrainer" and cls.short_epochs == 3 and cls.short_iterations == 2
+    assert find_base_trainer("ESUNetDWDTrainer").__module__ == "nnunet_ext_trainers.es_unet_trainers"
+    assert find_base_trainer("nnUNetTrainerNoDeepSupervision") is not None  # nnU-Net's own first
+    monkeypatch.setenv("nnUNet_extTrainer", "")
+    assert find_base_trainer("MyLabTrainer") is None
+    assert find_base_trainer("ESUNetDWDTrainer") is not None  # ours is always searched
 
 
 def test_nnunet_deep_supervision_weights_match_nnunet_rule():

@@ -5,35 +5,28 @@ import re
 
 import pytest
 
-from e2e_utils import NnUNetWorkspace
+from e2e_utils import Phantom, predict_test_cases
 
 pytestmark = pytest.mark.e2e
-DATASET_ID = 731
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp("amplify"))
-    ws.generate(DATASET_ID, name="AmplifyE2E", num_cases=4, shape=(8, 48, 48), spacing=(3.0, 1.0, 1.0),
-                num_test_cases=1, seed=0)
-    ws.plan_and_preprocess(DATASET_ID, configurations=("2d", "3d_fullres"))
-    return ws
+PHANTOM = Phantom(731, "AmplifyE2E", ("2d", "3d_fullres"),
+                  dict(num_cases=4, shape=(8, 48, 48), spacing=(3.0, 1.0, 1.0), num_test_cases=1, seed=0))
+DATASET_ID = PHANTOM.dataset_id
 
 
 def lesion_stats(ws, *extra):
     return json.loads(ws.run("nnunet-ext", "lesion-stats", "-d", DATASET_ID, "-c", "2d", "--json", *extra))
 
 
-def test_lesion_stats_command_computes_and_caches(workspace):
-    summary = lesion_stats(workspace)
-    cache = workspace.preprocessed / workspace.dataset_name(DATASET_ID) / "nnUNetPlans_2d_lesion_stats_label2_image.json"
+def test_lesion_stats_command_computes_and_caches(ws):
+    summary = lesion_stats(ws)
+    cache = ws.preprocessed / ws.dataset_name(DATASET_ID) / "nnUNetPlans_2d_lesion_stats_label2_image.json"
     assert summary["cache"] == str(cache) and cache.is_file()
     # Eq. 1-2 on whatever the generator drew: N1 = ceil(sqrt(S/A))^2, N2 = ceil(sqrt(N1/2))^2
     n1, n2 = summary["N1"], summary["N2"]
     assert round(n1 ** 0.5) ** 2 == n1 and (round(n1 ** 0.5) - 1) ** 2 < summary["S"] / summary["A"] <= n1
     assert round(n2 ** 0.5) ** 2 == n2 and (round(n2 ** 0.5) - 1) ** 2 < n1 / 2 <= n2
     mtime = cache.stat().st_mtime_ns
-    assert lesion_stats(workspace) == summary and cache.stat().st_mtime_ns == mtime  # reused, not rewritten
+    assert lesion_stats(ws) == summary and cache.stat().st_mtime_ns == mtime  # reused, not rewritten
 
 
 @pytest.mark.parametrize("trainer, configuration, method, copies", [
@@ -44,10 +37,10 @@ def test_lesion_stats_command_computes_and_caches(workspace):
     # configuration, so its slices are the 2d data's and the logged N1/N2/Q must equal the 2d summary's
     ("STSNet25DAmplifyTrainer_test", "3d_fullres", 4, 5),
 ])
-def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer, configuration, method, copies):
-    summary = lesion_stats(workspace)
-    workspace.train(DATASET_ID, configuration, "all", trainer)
-    folder = workspace.model_folder(DATASET_ID, configuration, trainer) / "fold_all"
+def test_amplification_trainer_trains_and_predicts(ws, tmp_path, trainer, configuration, method, copies):
+    summary = lesion_stats(ws)
+    ws.train(DATASET_ID, configuration, "all", trainer)
+    folder = ws.model_folder(DATASET_ID, configuration, trainer) / "fold_all"
     assert (folder / "checkpoint_final.pth").is_file()
     log = "\n".join(p.read_text() for p in folder.glob("training_log_*.txt"))
     line = re.search(r"amplification \(method (\d), unit image, 2D, .*?qualifying Q=(\d+), copies per image (\d+), "
@@ -58,8 +51,6 @@ def test_amplification_trainer_trains_and_predicts(workspace, tmp_path, trainer,
     q = int(line[2])
     assert q == summary["below_N2"]  # methods 3 and 4 amplify 5 < size < N2
     assert float(line[4]) == pytest.approx(copies * q / (summary["num_images"] + copies * q), abs=1e-4)
-    out = tmp_path / "pred"
-    raw = workspace.raw / workspace.dataset_name(DATASET_ID)
     extra = ("--disable_tta",) if configuration == "3d_fullres" else ()
-    workspace.predict(DATASET_ID, configuration, trainer, raw / "imagesTs", out, *extra, folds=("all",))
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
+    predict_test_cases(ws, DATASET_ID, configuration, trainer, tmp_path / "pred", *extra, folds=("all",),
+                       evaluate=False)

@@ -3,26 +3,19 @@ nnUNet_extTrainer) -> resume -> predict -> evaluate -> find_best_configuration -
 import json
 import time
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
-from e2e_utils import NnUNetWorkspace
+from e2e_utils import Phantom, final_checkpoint, planned_phantom, predict_test_cases
+from nnunet_ext.training.short_schedule import STOP_ENV
 from nnunet_ext.workspace import CommandFailed
 
 pytestmark = pytest.mark.e2e
 
-DATASET = 901
+PHANTOM = Phantom(901, "PhantomE2E", ("2d", "3d_fullres"), dict(num_cases=6, shape=(16, 32, 32), num_test_cases=2,
+                                                                  seed=1))
+DATASET = PHANTOM.dataset_id
 TRAINER = "ESUNetDWDTrainer_test"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp("foundation"))
-    ws.generate(DATASET, name="PhantomE2E", num_cases=6, shape=(16, 32, 32), num_test_cases=2, seed=1)
-    ws.plan_and_preprocess(DATASET, configurations=("2d", "3d_fullres"))
-    return ws
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +24,8 @@ def trained(ws):
 
     The 3d_fullres run is interrupted at the start of epoch 1 and resumed with `--c`."""
     folds = {c: ws.model_folder(DATASET, c, TRAINER) / "fold_0" for c in ("3d_fullres", "2d")}
-    with pytest.raises(CommandFailed, match="simulated interruption at epoch 1"):
-        ws.train(DATASET, "3d_fullres", 0, TRAINER, "--npz", env={"NNUNET_EXT_TEST_INTERRUPT_AT_EPOCH": "1"})
+    with pytest.raises(CommandFailed, match="simulated interruption before epoch 1"):
+        ws.train(DATASET, "3d_fullres", 0, TRAINER, "--npz", env={STOP_ENV: "1"})
     latest = torch.load(folds["3d_fullres"] / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 1 and not (folds["3d_fullres"] / "checkpoint_final.pth").exists()
     logs_before_resume = set(folds["3d_fullres"].glob("training_log_*.txt"))
@@ -46,7 +39,7 @@ def trained(ws):
 @pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
 def test_training_writes_checkpoint_and_validation(trained, configuration):
     fold = trained[configuration]
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = final_checkpoint(fold)
     assert checkpoint["trainer_name"] == TRAINER
     assert checkpoint["current_epoch"] == 2
     # the network that trained is ES-UNet, not nnU-Net's PlainConvUNet
@@ -61,22 +54,12 @@ def test_resume_continues_from_latest_checkpoint(ws, trained):
     log = next(iter(ws.resumed_logs)).read_text()
     assert "Epoch 1 " in log or "Epoch 1\n" in log
     assert "Epoch 0 " not in log and "Epoch 0\n" not in log
-    final = torch.load(trained["3d_fullres"] / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    final = final_checkpoint(trained["3d_fullres"])
     assert final["current_epoch"] == 2
 
 
 def test_predict_and_evaluate_held_out_cases(ws, trained, tmp_path):
-    raw = ws.raw / ws.dataset_name(DATASET)
-    out = tmp_path / "pred3d"
-    ws.predict(DATASET, "3d_fullres", TRAINER, raw / "imagesTs", out)
-    cases = sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == cases
-    for name in cases:
-        pred, gt = sitk.ReadImage(str(out / name)), sitk.ReadImage(str(raw / "labelsTs" / name))
-        assert pred.GetSize() == gt.GetSize() and np.allclose(pred.GetSpacing(), gt.GetSpacing())
-        assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
-    summary = ws.evaluate(DATASET, raw / "labelsTs", out)
-    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    predict_test_cases(ws, DATASET, "3d_fullres", TRAINER, tmp_path / "pred3d")
 
 
 def test_find_best_configuration_ensemble_and_postprocessing(ws, trained, tmp_path):
@@ -102,35 +85,30 @@ def test_find_best_configuration_ensemble_and_postprocessing(ws, trained, tmp_pa
 @pytest.mark.parametrize("variant", ["ignore", "regions"])
 def test_label_variants_train_and_predict(tmp_path_factory, variant):
     """Like nnU-Net's own integration datasets: an ignore label, and region-based training (sigmoid)."""
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp(f"variant_{variant}"))
     dataset = 902 if variant == "ignore" else 903
-    raw = ws.generate(dataset, name=f"Phantom{variant.title()}", num_cases=5, shape=(16, 32, 32),
-                      label_variant=variant, num_test_cases=1, seed=2)
-    ws.plan_and_preprocess(dataset, configurations=("2d",))
+    ws = planned_phantom(tmp_path_factory, dataset, f"Phantom{variant.title()}", ("2d",), num_cases=5,
+                         shape=(16, 32, 32), label_variant=variant, num_test_cases=1, seed=2)
     ws.train(dataset, "2d", 0, "ESUNetDWDRSSTrainer_test")
-    out = tmp_path_factory.mktemp(f"pred_{variant}")
-    ws.predict(dataset, "2d", "ESUNetDWDRSSTrainer_test", raw / "imagesTs", out)
-    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*.nii.gz")))))
-    labels = json.loads((raw / "dataset.json").read_text())["labels"]
-    if variant == "ignore":
-        assert labels["ignore"] not in np.unique(pred)  # nnU-Net never predicts the ignore label
-    assert set(np.unique(pred)) <= set(range(0, 3))
+    labels = json.loads((ws.raw / ws.dataset_name(dataset) / "dataset.json").read_text())["labels"]
+    if variant == "ignore":  # nnU-Net never predicts the ignore label: not among the labels checked below
+        assert labels["ignore"] == 3
+    # the predictions hold labels 0, 1, 2 only (regions are painted back to labels)
+    predict_test_cases(ws, dataset, "2d", "ESUNetDWDRSSTrainer_test", tmp_path_factory.mktemp(f"pred_{variant}"),
+                       evaluate=False)
 
 
 def test_vanilla_network_with_dwd_and_rss(ws, tmp_path):
     """The paper's Table 5 rows for 3D UNet: nnU-Net's own network with DWD + RSS."""
     ws.train(DATASET, "3d_fullres", 1, "nnUNetTrainerDWDRSS_test")
-    fold = ws.model_folder(DATASET, "3d_fullres", "nnUNetTrainerDWDRSS_test") / "fold_1"
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = final_checkpoint(ws.model_folder(DATASET, "3d_fullres", "nnUNetTrainerDWDRSS_test") / "fold_1")
     assert any(k.startswith("encoder.stages") for k in checkpoint["network_weights"])
 
 
 def test_unet3plus_trainer_2d(ws, tmp_path):
     """The 3D UNet 3+ baseline trainers run on a 2d configuration too (conv op from the plans)."""
     ws.train(DATASET, "2d", 1, "UNet3PlusDWDRSSTrainer_test")
-    raw = ws.raw / ws.dataset_name(DATASET)
-    ws.predict(DATASET, "2d", "UNet3PlusDWDRSSTrainer_test", raw / "imagesTs", tmp_path / "pred", folds=(1,))
-    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
+    predict_test_cases(ws, DATASET, "2d", "UNet3PlusDWDRSSTrainer_test", tmp_path / "pred", folds=(1,),
+                       evaluate=False)
 
 
 def test_architecture_plans_train_and_predict(ws, tmp_path):
@@ -141,16 +119,14 @@ def test_architecture_plans_train_and_predict(ws, tmp_path):
         "nnunet_ext_architectures.es_unet.ESUNet"
     assert plans["configurations"]["2d"]["data_identifier"] == "nnUNetPlans_2d"
     ws.train(DATASET, "2d", 2, TRAINER, plans="nnUNetPlans_ESUNet")
-    raw = ws.raw / ws.dataset_name(DATASET)
-    ws.predict(DATASET, "2d", TRAINER, raw / "imagesTs", tmp_path / "pred", folds=(2,), plans="nnUNetPlans_ESUNet")
-    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2
+    predict_test_cases(ws, DATASET, "2d", TRAINER, tmp_path / "pred", folds=(2,), plans="nnUNetPlans_ESUNet",
+                       evaluate=False)
 
 
 def test_es_unet_paper_trainer_trains_with_the_papers_optimizer(ws):
     """The paper's full recipe through nnUNetv2_train: Adam (0.9, 0.99), lr 1e-3, no weight decay, paper augmentation."""
     ws.train(DATASET, "2d", 1, "ESUNetDWDRSSPaperTrainer_test")  # 2d, one iteration, no final validation
-    fold = ws.model_folder(DATASET, "2d", "ESUNetDWDRSSPaperTrainer_test") / "fold_1"
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = final_checkpoint(ws.model_folder(DATASET, "2d", "ESUNetDWDRSSPaperTrainer_test") / "fold_1")
     group = checkpoint["optimizer_state"]["param_groups"][0]
     assert group["weight_decay"] == 0.0 and tuple(group["betas"]) == (0.9, 0.99)
     assert group["lr"] == pytest.approx(1e-3)  # cosine restart curve at epoch 0 of a 1-epoch run

@@ -17,7 +17,7 @@ from nnunet_ext.data import lesion_stats
 from nnunet_ext.dataset_names import (DatasetNameError, check_dataset_id, check_dataset_name, dataset_folder_name,
                                       parse_dataset, resolve_dataset_name)
 from nnunet_ext.safe_load import UnsafeCheckpointError, load_checkpoint
-from nnunet_ext.training.schedule import TIMING_FILE, make_short_schedule_trainer
+from nnunet_ext.training.short_schedule import TIMING_FILE, make_short_schedule_trainer
 
 
 class _Payload:
@@ -261,7 +261,7 @@ def _run(cls, folder, start_epoch, epochs, iterations, clock, monkeypatch):
     trainer = cls({"folder": str(folder)}, "2d", 0, {}, torch.device("cpu"))
     trainer.current_epoch = start_epoch
     ticks = iter(np.cumsum([[0.0, s] for s in clock]).tolist())
-    monkeypatch.setattr("nnunet_ext.training.schedule.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("nnunet_ext.training.short_schedule.time.perf_counter", lambda: next(ticks))
     for _ in range(start_epoch, epochs):
         for _ in range(iterations):
             trainer.train_step({})

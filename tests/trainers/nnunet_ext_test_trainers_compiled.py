@@ -21,7 +21,10 @@ _made = {}
 
 
 class ForceCompile:
-    """Compile on any device, with the backend from ``NNUNET_EXT_TEST_COMPILE_BACKEND`` (default aot_eager)."""
+    """Compile on any device, with the backend from ``NNUNET_EXT_TEST_COMPILE_BACKEND`` (default aot_eager);
+    no final validation (ShortSchedule's switch; nnUNetv2_predict runs instead)."""
+
+    skip_final_validation = True
 
     def _do_i_compile(self):
         return True
@@ -32,9 +35,6 @@ class ForceCompile:
         # nnU-Net calls torch.compile(self.network) and torch.compile(loss.dc) inside initialize()
         with mock.patch.object(torch, "compile", functools.partial(torch.compile, backend=backend)):
             super().initialize()
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        self.print_to_log_file("final validation skipped (test trainer; nnUNetv2_predict runs instead)")
 
 
 def __getattr__(name):

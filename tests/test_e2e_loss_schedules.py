@@ -6,30 +6,21 @@ import re
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
-import torch
 
-from e2e_utils import NnUNetWorkspace
+from e2e_utils import Phantom, final_checkpoint as load_final, planned_phantom, predict_test_cases
 from nnunet_ext.losses.schedules import DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, SigmoidDiceCESchedule
+from nnunet_ext.training.short_schedule import STOP_ENV
 from nnunet_ext.workspace import CommandFailed
 
 pytestmark = pytest.mark.e2e
 
-DATASET = 612
-EPOCHS = 4  # tests/trainers/nnunet_ext_test_trainers_losses2.py
-STOP_ENV = "NNUNET_EXT_TEST_STOP_AT_EPOCH"
+# 2d patch 32 x 32: the smallest nnU-Net plans here, and still divisible by DLKUNet-L's total stride 16
+PHANTOM = Phantom(612, "LossPhantom", ("2d",),
+                  dict(num_cases=5, shape=(16, 32, 32), spacing=(3.0, 1.0, 1.0), num_test_cases=1, seed=3))
+DATASET = PHANTOM.dataset_id
+EPOCHS = 4  # tests/trainers/nnunet_ext_test_trainers_loss_schedules.py
 LOSS_LINE = re.compile(r"loss weights \(epoch (\d+)\): dice ([\d.]+) ce ([\d.]+)")
 DS_LINE = re.compile(r"deep supervision weights \(epoch (\d+)\): ([\d. ]+)")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp("losses2"))
-    # 2d patch 32 x 32: the smallest nnU-Net plans here, and still divisible by DLKUNet-L's total stride 16
-    ws.generate(DATASET, name="LossPhantom", num_cases=5, shape=(16, 32, 32), spacing=(3.0, 1.0, 1.0),
-                num_test_cases=1, seed=3)
-    ws.plan_and_preprocess(DATASET, configurations=("2d",))
-    return ws
 
 
 def logged(ws, trainer, fold, pattern=LOSS_LINE, dataset=DATASET):
@@ -45,13 +36,7 @@ def logged(ws, trainer, fold, pattern=LOSS_LINE, dataset=DATASET):
 
 def train_and_predict(ws, trainer, tmp_path):
     ws.train(DATASET, "2d", 0, trainer)
-    raw = ws.raw / ws.dataset_name(DATASET)
-    out = tmp_path / "pred"
-    ws.predict(DATASET, "2d", trainer, raw / "imagesTs", out, "--disable_tta")
-    predictions = sorted(out.glob("*.nii.gz"))
-    assert [p.name for p in predictions] == [p.name for p in sorted((raw / "labelsTs").glob("*.nii.gz"))]
-    labels = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))))
-    assert set(labels.tolist()) <= {0, 1, 2}
+    predict_test_cases(ws, DATASET, "2d", trainer, tmp_path / "pred", "--disable_tta", evaluate=False)
 
 
 def expected_loss_weights(schedule, epochs=EPOCHS):
@@ -59,8 +44,7 @@ def expected_loss_weights(schedule, epochs=EPOCHS):
 
 
 def final_checkpoint(ws, trainer, fold=0, dataset=DATASET):
-    folder = ws.model_folder(dataset, "2d", trainer) / f"fold_{fold}"
-    return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    return load_final(ws.model_folder(dataset, "2d", trainer) / f"fold_{fold}")
 
 
 def assert_decaying_deep_supervision(weights):
@@ -89,13 +73,13 @@ DICE_CE_RUNS = [
 
 
 @pytest.mark.parametrize("trainer, schedule, epochs, key", DICE_CE_RUNS, ids=[r[0] for r in DICE_CE_RUNS])
-def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule, epochs, key):
-    train_and_predict(workspace, trainer, tmp_path)
-    weights, _ = logged(workspace, trainer, 0)
+def test_dice_ce_schedule_trainers(ws, tmp_path, trainer, schedule, epochs, key):
+    train_and_predict(ws, trainer, tmp_path)
+    weights, _ = logged(ws, trainer, 0)
     # phase, 4 epochs: 0, 1 at (0.6, 0.4), 2, 3 at (0.7, 0.3); 2 epochs: (0.6, 0.4), (0.7, 0.3)
     # sigmoid, 2 epochs: k = 20 / 2 = 10, x0 = 1: epoch 0 s = 1 / (1 + e^10), epoch 1 s = 0.5 -> (0.65, 0.85)
     assert weights == expected_loss_weights(schedule, epochs)
-    network = final_checkpoint(workspace, trainer)["network_weights"]
+    network = final_checkpoint(ws, trainer)["network_weights"]
     if key is None:
         assert any(k.startswith("encoder.stages.") for k in network) and not any("attention" in k for k in network)
     else:  # DLKUNet-L: five stages, the last one's large-kernel attention
@@ -103,26 +87,26 @@ def test_dice_ce_schedule_trainers(workspace, tmp_path, trainer, schedule, epoch
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerDecayingDS_test", "ELANResMSCAUNetPaperLossTrainer_test"])
-def test_decaying_deep_supervision_trainers(workspace, tmp_path, trainer):
-    train_and_predict(workspace, trainer, tmp_path)
-    assert_decaying_deep_supervision(logged(workspace, trainer, 0, DS_LINE)[0])
+def test_decaying_deep_supervision_trainers(ws, tmp_path, trainer):
+    train_and_predict(ws, trainer, tmp_path)
+    assert_decaying_deep_supervision(logged(ws, trainer, 0, DS_LINE)[0])
 
 
-def test_resume_continues_the_schedules(workspace):
+def test_resume_continues_the_schedules(ws):
     """Interrupted after epoch 1 and resumed with --c: the resumed process logs epochs 2, 3 only, with the
     weights the schedules prescribe there, the same values the uninterrupted runs of the other tests log."""
     trainer = "nnUNetTrainerDynamicLossDecayingDS_test"
-    with pytest.raises(CommandFailed, match="interrupted on purpose"):
-        workspace.train(DATASET, "2d", 1, trainer, env={STOP_ENV: "2"})
-    workspace.train(DATASET, "2d", 1, trainer, "--c")
+    with pytest.raises(CommandFailed, match="simulated interruption before epoch 2"):
+        ws.train(DATASET, "2d", 1, trainer, env={STOP_ENV: "2"})
+    ws.train(DATASET, "2d", 1, trainer, "--c")
 
     for pattern in (LOSS_LINE, DS_LINE):
-        resumed, texts = logged(workspace, trainer, 1, pattern)
+        resumed, texts = logged(ws, trainer, 1, pattern)
         assert len(texts) == 2  # one log per nnUNetv2_train call
         assert [{int(m[1]) for m in pattern.finditer(t)} for t in texts] == [{0, 1}, {2, 3}]
         assert resumed[2] != resumed[0]  # the schedule really moved
-    assert logged(workspace, trainer, 1)[0] == expected_loss_weights(SigmoidDiceCESchedule())
-    assert_decaying_deep_supervision(logged(workspace, trainer, 1, DS_LINE)[0])
+    assert logged(ws, trainer, 1)[0] == expected_loss_weights(SigmoidDiceCESchedule())
+    assert_decaying_deep_supervision(logged(ws, trainer, 1, DS_LINE)[0])
 
 
 # ---------------------------------------------------------------- region-based and ignore-label data
@@ -135,11 +119,9 @@ def variant_workspace(request, tmp_path_factory):
     """As tests/test_e2e_foundation.py::test_label_variants_train_and_predict: sparse annotation with an ignore
     label (softmax, CE with ignore_index), and overlapping regions (sigmoid, BCE) with the ignore label too."""
     variant = request.param
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp(f"losses2_{variant}"))
     dataset = VARIANT_DATASETS[variant]
-    ws.generate(dataset, name=f"LossPhantom{variant.title().replace('_', '')}", num_cases=5, shape=(16, 32, 32),
-                label_variant=variant, num_test_cases=1, seed=2)
-    ws.plan_and_preprocess(dataset, configurations=("2d",))
+    ws = planned_phantom(tmp_path_factory, dataset, f"LossPhantom{variant.title().replace('_', '')}", ("2d",),
+                         num_cases=5, shape=(16, 32, 32), label_variant=variant, num_test_cases=1, seed=2)
     return ws, variant, dataset
 
 
@@ -178,8 +160,5 @@ def test_losses_on_regions_and_ignore_label(variant_workspace, tmp_path, trainer
         if "DecayingDS" in trainer:
             assert_decaying_deep_supervision(logged(ws, trainer, 0, DS_LINE, dataset=dataset)[0])
 
-    out = tmp_path / "pred"
-    ws.predict(dataset, "2d", trainer, raw / "imagesTs", out, "--disable_tta")
-    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*.nii.gz")))))
     # nnU-Net never predicts the ignore label; regions are painted back to labels 1 (organ), 2 (lesion)
-    assert set(np.unique(prediction).tolist()) <= {0, 1, 2}
+    predict_test_cases(ws, dataset, "2d", trainer, tmp_path / "pred", "--disable_tta", evaluate=False)

@@ -3,14 +3,15 @@
 then nnU-Net's own predictor on the ELANRes checkpoint runs the fused convolutions."""
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
-from e2e_utils import NnUNetWorkspace
+from e2e_utils import Phantom, final_checkpoint, predict_test_cases
 
 pytestmark = pytest.mark.e2e
 
-DATASET = 932
+PHANTOM = Phantom(932, "PhantomDLKELAN", ("2d", "3d_fullres"),
+                  dict(num_cases=5, shape=(16, 48, 48), num_test_cases=1, seed=3))
+DATASET = PHANTOM.dataset_id
 
 # trainer, configuration, deep supervision, a state_dict key only that architecture has
 RUNS = [
@@ -22,19 +23,10 @@ RUNS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    ws = NnUNetWorkspace(tmp_path_factory.mktemp("dlk_elan"))
-    ws.generate(DATASET, name="PhantomDLKELAN", num_cases=5, shape=(16, 48, 48), num_test_cases=1, seed=3)
-    ws.plan_and_preprocess(DATASET, configurations=("2d", "3d_fullres"))
-    return ws
-
-
 @pytest.mark.parametrize("trainer, configuration, deep_supervision, key", RUNS, ids=[r[0] for r in RUNS])
 def test_train_predict_evaluate(ws, tmp_path, trainer, configuration, deep_supervision, key):
     ws.train(DATASET, configuration, 0, trainer)
-    fold = ws.model_folder(DATASET, configuration, trainer) / "fold_0"
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = final_checkpoint(ws.model_folder(DATASET, configuration, trainer) / "fold_0")
     assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 2
     weights = checkpoint["network_weights"]
     assert key in weights
@@ -42,17 +34,7 @@ def test_train_predict_evaluate(ws, tmp_path, trainer, configuration, deep_super
     assert any(k.startswith("decoder.seg_layers.1.") for k in weights)
     assert np.isfinite(checkpoint["logging"]["train_losses"]).all()
 
-    raw = ws.raw / ws.dataset_name(DATASET)
-    out = tmp_path / "pred"
-    ws.predict(DATASET, configuration, trainer, raw / "imagesTs", out)
-    cases = sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == cases
-    for name in cases:
-        pred, gt = sitk.ReadImage(str(out / name)), sitk.ReadImage(str(raw / "labelsTs" / name))
-        assert pred.GetSize() == gt.GetSize()
-        assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
-    summary = ws.evaluate(DATASET, raw / "labelsTs", out)
-    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    predict_test_cases(ws, DATASET, configuration, trainer, tmp_path / "pred")
 
 
 def test_nnunet_predictor_runs_elanres_fused_and_matches_branches(ws, monkeypatch):
