@@ -267,10 +267,6 @@ class STSNet25D(STSNet):
         return [unfold(t) for t in out] if isinstance(out, list) else unfold(out)
 
 
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def sts_net_kwargs_from_configuration(configuration_manager, output_stride: int = 8, use_esca: bool = True,
                                       encoder_weights: Optional[str] = None, context_slices: Optional[int] = None,
                                       **overrides) -> dict:

@@ -72,7 +72,7 @@ def check_model_folder(model_folder, fold=0, checkpoint_name: str = "checkpoint_
 
     Returns the trainer name. An nnunet-ext trainer that nnU-Net would miss because nnUNet_extTrainer does
     not name our folder gets that exact instruction."""
-    from nnunet_ext.paths import trainers_dir
+    from nnunet_ext.workspace import trainers_dir
     from nnunet_ext.trainer_lookup import TrainerNotFound, find_trainer
 
     env = dict(os.environ if env is None else env)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from nnunet_ext.paths import env_with_trainers
+from nnunet_ext.workspace import env_with_trainers
 
 
 class TrainerNotFound(ValueError):
@@ -60,3 +61,28 @@ def check_trainers(names: Iterable[str], env: Optional[dict] = None) -> Dict[str
                               f"nnU-Net finds no class by that name in its own trainers nor in nnUNet_extTrainer "
                               f"(`nnunet-ext list` shows ours; a short schedule is <Trainer>_ep<E>it<I>[val<V>])")
     return found
+
+
+def load_trainer_context(preprocessed_dataset, plans: str, configuration: str, trainer: str):
+    """(trainer class, plans manager, configuration manager, input channels, output heads) with nnU-Net's lookup."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(preprocessed_dataset)
+    plans_file = folder / f"{plans}.json"
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"no plans file {plans_file}; run nnUNetv2_plan_and_preprocess (or plan_experiment) first")
+    plans_manager = PlansManager(load_json(str(plans_file)))
+    dataset_json = load_json(str(folder / "dataset.json"))
+    if configuration not in plans_manager.available_configurations:
+        raise ValueError(f"configuration {configuration!r} is not in {plans_file.name} "
+                         f"(available: {plans_manager.available_configurations})")
+    configuration_manager = plans_manager.get_configuration(configuration)
+    trainer_class = recursive_find_trainer_class_by_name(trainer)
+    if trainer_class is None:
+        raise ValueError(f"nnU-Net cannot find a trainer class named {trainer!r}")
+    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    return trainer_class, plans_manager, configuration_manager, n_in, n_out

@@ -1,7 +1,10 @@
-"""Drive the real nnU-Net command-line tools in one isolated workspace (raw / preprocessed / results).
+"""nnU-Net's folders: where it finds our trainers, its three data folders, and its commands run in them.
 
-Used by the demo, the benchmark and the end-to-end tests, so all three run exactly the commands a
-user would type.
+``trainers_dir`` / ``env_with_trainers``: the ``nnUNet_extTrainer`` folder. ``NnUNetFolders``: raw /
+preprocessed / results and the environment for nnU-Net's commands (the cascade takes them from
+``$nnUNet_*``). ``NnUNetWorkspace``: one isolated set of them that drives the real command-line tools,
+used by the demo, the benchmark and the end-to-end tests, so all three run exactly the commands a user
+would type.
 """
 from __future__ import annotations
 
@@ -12,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
-
-from nnunet_ext.paths import env_with_trainers, trainers_dir
 
 BIN = Path(sys.executable).parent
 # what nnUNetv2_train / nnUNetv2_predict accept for -device (a GPU id is chosen with CUDA_VISIBLE_DEVICES)
@@ -27,11 +28,55 @@ def check_device(device: str) -> str:
     return device
 
 
+def trainers_dir() -> str:
+    """The folder to put in ``nnUNet_extTrainer``: the installed ``nnunet_ext_trainers`` package."""
+    import nnunet_ext_trainers
+
+    return os.path.abspath(list(nnunet_ext_trainers.__path__)[0])
+
+
+def env_with_trainers(env: dict | None = None) -> dict:
+    """A copy of ``env`` (default: os.environ) whose nnUNet_extTrainer includes our trainers folder."""
+    env = dict(os.environ if env is None else env)
+    ours = trainers_dir()
+    existing = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if ours not in existing:
+        existing.insert(0, ours)
+    env["nnUNet_extTrainer"] = os.pathsep.join(existing)
+    return env
+
+
 class CommandFailed(RuntimeError):
     """An nnU-Net command exited non-zero; the message carries the end of its output."""
 
 
-class NnUNetWorkspace:
+class NnUNetFolders:
+    """nnU-Net's three folders and the environment its commands run with."""
+
+    def __init__(self, raw, preprocessed, results, env: dict):
+        self.raw, self.preprocessed, self.results = Path(raw), Path(preprocessed), Path(results)
+        self.env = env
+
+    @classmethod
+    def from_environment(cls) -> "NnUNetFolders":
+        """The user's folders from ``$nnUNet_raw`` / ``$nnUNet_preprocessed`` / ``$nnUNet_results``, as they are;
+        our trainers folder only where ``nnUNet_extTrainer`` is unset."""
+        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"set {', '.join(missing)} (nnU-Net's folders) first")
+        env = dict(os.environ)
+        env.setdefault("nnUNet_extTrainer", trainers_dir())
+        return cls(env["nnUNet_raw"], env["nnUNet_preprocessed"], env["nnUNet_results"], env)
+
+    def dataset_name(self, dataset_id: int) -> str:
+        for folder in (self.raw, self.preprocessed):
+            matches = sorted(folder.glob(f"Dataset{int(dataset_id):03d}_*"))
+            if matches:
+                return matches[0].name
+        raise FileNotFoundError(f"no dataset with id {dataset_id} in {self.raw} or {self.preprocessed}")
+
+
+class NnUNetWorkspace(NnUNetFolders):
     """One nnU-Net installation's worth of folders, and the environment that points at them."""
 
     def __init__(self, root=None, extra_trainer_dirs: Iterable[str] = (), num_da_processes: int = 0,
@@ -95,13 +140,6 @@ class NnUNetWorkspace:
         return output
 
     # -- dataset ---------------------------------------------------------------------------------
-    def dataset_name(self, dataset_id: int) -> str:
-        for folder in (self.raw, self.preprocessed):
-            matches = sorted(folder.glob(f"Dataset{int(dataset_id):03d}_*"))
-            if matches:
-                return matches[0].name
-        raise FileNotFoundError(f"no dataset with id {dataset_id} in {self.raw} or {self.preprocessed}")
-
     def generate(self, dataset_id: int, **kwargs) -> Path:
         from nnunet_ext.data.phantoms import generate_dataset
 

@@ -10,7 +10,7 @@ import pytest
 
 from nnunet_ext.benchmark import runner
 from nnunet_ext.benchmark.runner import BenchmarkConfig, WorkspaceFolders, check_runs, execute_run, plan_runs
-from nnunet_ext.paths import trainers_dir
+from nnunet_ext.workspace import trainers_dir
 from nnunet_ext.progress import EpochCounter, RunProgress, log_name
 from nnunet_ext.trainer_lookup import TrainerNotFound, check_trainers
 from nnunet_ext.workspace import NnUNetWorkspace

@@ -166,7 +166,7 @@ def test_table5_preset_has_the_papers_shape():
 def test_every_preset_trainer_exists(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_ext.paths import trainers_dir
+    from nnunet_ext.workspace import trainers_dir
 
     monkeypatch.setenv("nnUNet_extTrainer", trainers_dir())
     names = sorted({t for a in ABLATIONS.values() for t in a.trainers()})

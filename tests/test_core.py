@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunet_ext import registry
-from nnunet_ext.paths import env_with_trainers, trainers_dir
+from nnunet_ext.workspace import env_with_trainers, trainers_dir
 from nnunet_ext.training.base import nnunet_deep_supervision_weights
 from nnunet_ext.training.short_schedule import (SHORT_NAME, STOP_ENV, ShortSchedule, find_base_trainer,
                                                  make_short_schedule_trainer, short_schedule_name)
@@ -257,8 +257,8 @@ def test_workspace_passes_the_device_to_train_and_predict(tmp_path, monkeypatch)
 def test_demo_parameter_count_keeps_nnunet_lookup_lines_off_stdout(tmp_path, monkeypatch, capsys):
     from torch import nn
 
-    from nnunet_ext import demo
-    from nnunet_ext.benchmark import cost
+    from nnunet_ext import trainer_lookup
+    from nnunet_ext.benchmark import demo
     from nnunet_ext.workspace import NnUNetWorkspace
 
     ws = NnUNetWorkspace(tmp_path)
@@ -273,7 +273,7 @@ def test_demo_parameter_count_keeps_nnunet_lookup_lines_off_stdout(tmp_path, mon
         print(f"Searching in: {folder}")  # what nnU-Net's recursive_find_trainer_class_by_name prints
         return Trainer, None, None, 2, 3
 
-    monkeypatch.setattr(cost, "load_trainer_context", lookup)
+    monkeypatch.setattr(trainer_lookup, "load_trainer_context", lookup)
     assert demo.count_parameters(ws, 123, "3d_fullres", "Trainer") == 165
     assert capsys.readouterr().out == ""
 
@@ -281,7 +281,7 @@ def test_demo_parameter_count_keeps_nnunet_lookup_lines_off_stdout(tmp_path, mon
         print("Searching in: /nowhere")
         raise RuntimeError("Could not find requested nnunet trainer")
 
-    monkeypatch.setattr(cost, "load_trainer_context", failing_lookup)
+    monkeypatch.setattr(trainer_lookup, "load_trainer_context", failing_lookup)
     with pytest.raises(RuntimeError, match="Could not find"):
         demo.count_parameters(ws, 123, "3d_fullres", "Missing")
     assert capsys.readouterr().err == "Searching in: /nowhere\n"  # kept for the failure's diagnosis

@@ -2,7 +2,8 @@
 its stage lines (CI logs stay readable), on a terminal a bar over the epochs."""
 import io
 
-from nnunet_ext import demo, progress
+from nnunet_ext import progress
+from nnunet_ext.benchmark import demo
 
 
 def test_demo_training_writes_the_log_and_is_quiet_off_a_terminal(tmp_path, capsys):

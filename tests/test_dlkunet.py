@@ -5,6 +5,7 @@ from torch import nn
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from nnunet_ext.network_cost import count_parameters
 from nnunet_ext.training.dlkunet import DLKUNetArchitecture, check_patch_divisible, output_scales
 from nnunet_ext_architectures.dlkunet import (PAPER_PARAMS_M, DLKUNet, EBlock, LargeKernelAttention,
                                               LargeKernelConfig, dlkunet_kwargs_from_configuration,
@@ -13,10 +14,6 @@ from nnunet_ext_architectures.dlkunet import (PAPER_PARAMS_M, DLKUNet, EBlock, L
 # Relative tolerance against Table 1 (documented in docs/dlkunet.md): our count includes the 1x1
 # deep-supervision heads (< 0.3 %), the paper rounds to 0.01 M.
 TABLE1_TOLERANCE = 0.05
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def configuration(patch, strides, kernels, features):
@@ -31,28 +28,28 @@ def configuration(patch, strides, kernels, features):
 @pytest.mark.parametrize("preset", ["S", "M", "L"])
 def test_paper_preset_parameter_counts_match_table1(preset):
     net = DLKUNet(1, 9, False, **paper_preset_kwargs(preset))  # Synapse: 1 channel, 8 organs + background
-    count = n_params(net) / 1e6
+    count = count_parameters(net) / 1e6
     assert abs(count - PAPER_PARAMS_M[preset]) / PAPER_PARAMS_M[preset] < TABLE1_TOLERANCE, (preset, count)
 
 
 def test_preset_without_ds_heads_is_the_table1_network_to_the_digit():
     # Without the extra deep-supervision heads the count rounds to exactly Table 1's 4.49 M (M preset).
     net = DLKUNet(1, 9, False, **paper_preset_kwargs("M"))
-    heads = sum(n_params(h) for h in net.decoder.seg_layers[:-1])
-    assert round((n_params(net) - heads) / 1e6, 2) == 4.49
+    heads = sum(count_parameters(h) for h in net.decoder.seg_layers[:-1])
+    assert round((count_parameters(net) - heads) / 1e6, 2) == 4.49
 
 
 def test_eblock_parameter_count_by_hand_2d():
     # dw3 2*9+2 | pw 2*4+4 | bn 8 | dw3 4*9+4 | pw 4*4+4 | bn 8 | lka dw5 4*25+4 | dw7 4*49+4 | pw 4*4+4
     expected = 20 + 12 + 8 + 40 + 20 + 8 + 104 + 200 + 20
-    assert n_params(EBlock(nn.Conv2d, 2, 4, (3, 3), LargeKernelConfig())) == expected == 432
+    assert count_parameters(EBlock(nn.Conv2d, 2, 4, (3, 3), LargeKernelConfig())) == expected == 432
 
 
 def test_eblock_parameter_count_by_hand_3d_anisotropic_and_isotropic():
     # an axis with plans kernel 1 gets no large kernel: (1,3,3) counts like 2D
-    assert n_params(EBlock(nn.Conv3d, 2, 4, (1, 3, 3), LargeKernelConfig())) == 432
+    assert count_parameters(EBlock(nn.Conv3d, 2, 4, (1, 3, 3), LargeKernelConfig())) == 432
     expected = (2 * 27 + 2) + 12 + 8 + (4 * 27 + 4) + 20 + 8 + (4 * 125 + 4) + (4 * 343 + 4) + 20
-    assert n_params(EBlock(nn.Conv3d, 2, 4, (3, 3, 3), LargeKernelConfig())) == expected
+    assert count_parameters(EBlock(nn.Conv3d, 2, 4, (3, 3, 3), LargeKernelConfig())) == expected
 
 
 @pytest.mark.parametrize("residual, factor", [(True, 1.0 + 0.5), (False, 0.5)])

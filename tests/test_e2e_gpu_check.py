@@ -14,7 +14,7 @@ import torch
 
 from nnunet_ext.benchmark import gpu_check
 from nnunet_ext.commands.model_cost import PAPER_TABLE9 as COST_TABLE9
-from nnunet_ext.cost import count_parameters, measure
+from nnunet_ext.network_cost import count_parameters, measure
 
 REPO = Path(__file__).resolve().parents[1]
 

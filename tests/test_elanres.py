@@ -8,10 +8,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_ext_architectures.elanres_msca_unet import (MSCA, ELANResMSCAUNet, MSCABlock, RepConvBN, clip_length,
                                                         elanres_kwargs_from_configuration, fold_batchnorm,
                                                         pad_kernel_to)
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
+from nnunet_ext.network_cost import count_parameters
 
 
 def randomise_batchnorm(module, seed=0):
@@ -53,9 +50,9 @@ def test_pad_kernel_to_centres():
 
 def test_repconv_parameter_count_by_hand():
     # dense 2*2*3*3 + BN 2*2 | pointwise 2*2 + BN 4 | identity BN 4
-    assert n_params(RepConvBN(nn.Conv2d, 2, 2, (3, 3))) == 36 + 4 + 4 + 4 + 4 == 52
+    assert count_parameters(RepConvBN(nn.Conv2d, 2, 2, (3, 3))) == 36 + 4 + 4 + 4 + 4 == 52
     # stride 2 or a channel change: no identity branch
-    assert n_params(RepConvBN(nn.Conv2d, 2, 3, (3, 3))) == 54 + 6 + 6 + 6
+    assert count_parameters(RepConvBN(nn.Conv2d, 2, 3, (3, 3))) == 54 + 6 + 6 + 6
     assert RepConvBN(nn.Conv2d, 2, 2, (3, 3), (2, 2)).identity is None
 
 
@@ -150,9 +147,9 @@ def test_clip_length_is_lossless():
 def test_msca_parameter_count_by_hand_and_inplane_axes():
     # C=2, 2D: dw 5x5 2*25+2 | strips (7: 2*(2*7+2)) (11: 2*(2*11+2)) (21: 2*(2*21+2)) | pw 2*2+2
     expected = 52 + 32 + 48 + 88 + 6
-    assert n_params(MSCA(nn.Conv2d, 2, axes=[0, 1])) == expected
+    assert count_parameters(MSCA(nn.Conv2d, 2, axes=[0, 1])) == expected
     inplane = MSCA(nn.Conv3d, 2, axes=[1, 2])  # the paper's 3D-to-2D: no kernel along depth
-    assert n_params(inplane) == expected and inplane.depthwise.kernel_size == (1, 5, 5)
+    assert count_parameters(inplane) == expected and inplane.depthwise.kernel_size == (1, 5, 5)
 
 
 def test_msca_gates_its_input():

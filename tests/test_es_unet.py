@@ -8,7 +8,7 @@ from torch import nn
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_ext.cost import conv_flops, count_flops, count_parameters, measure
+from nnunet_ext.network_cost import conv_flops, count_flops, count_parameters, measure
 from nnunet_ext.registry import entries
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnunet_ext.export import ExportError, check_model_folder, export_network, fuse_reparameterized
-from nnunet_ext.paths import trainers_dir
+from nnunet_ext.workspace import trainers_dir
 from nnunet_ext_architectures.elanres_msca_unet import ELANResMSCAUNet, RepConvBN
 
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -11,7 +11,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_ext.losses.region_losses import WeightedRegionLoss
-from nnunet_ext.losses.schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, PhaseLRScheduler,
+from nnunet_ext.losses.weight_schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, PhaseLRScheduler,
                                          SigmoidDiceCESchedule)
 from nnunet_ext.training.loss_schedules import (DecayingDeepSupervision, DynamicLossSchedule, ELANResLossFamily,
                                                 PhaseLossSchedule)

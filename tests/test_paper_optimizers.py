@@ -123,7 +123,7 @@ def test_es_unet_paper_trainer_augments_only_with_rss_rotation_and_mirroring():
 def test_new_paper_trainers_are_found_by_nnunet(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_ext.paths import trainers_dir
+    from nnunet_ext.workspace import trainers_dir
 
     monkeypatch.setenv("nnUNet_extTrainer", trainers_dir())
     names = ["ESUNetDWDRSSPaperTrainer", "DLKUNetLPhaseLossPaperScheduleTrainer",

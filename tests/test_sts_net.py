@@ -9,7 +9,8 @@ from torchvision.models import resnext50_32x4d
 
 from nnunet_ext_architectures.sts_net import (
     ATROUS_RATES, ENCODER_CHANNELS, ESCA, PAPER_PARAMS_M, STSNet, STSNet25D, eca_kernel_size, fold_slices,
-    parameter_count, sts_net_kwargs_from_configuration)
+    sts_net_kwargs_from_configuration)
+from nnunet_ext.network_cost import count_parameters
 from nnunet_ext.training.sts_net import SliceStack25D, STSNetArchitecture
 
 torch.manual_seed(0)
@@ -39,8 +40,8 @@ def test_parameter_count_matches_the_paper_within_two_percent(paper_net):
     aspp = (2048 * 256 + bn) + 3 * (2048 * 256 * 9 + bn) + (2048 * 256 + bn) + (5 * 256 * 256 + bn)
     head = aspp + (256 * 256 * 9 + bn) + (256 * 2 + 2)  # DeepLabHead: ASPP, 3x3 conv + BN, 1x1 classifier
     esca = 2 * (3 + 5 + 5 + 5 + 7)  # two bias-free 1D convs per ESCA, kernels for 64/256/512/1024/2048 channels
-    assert parameter_count(paper_net) == encoder + head + esca == 39_105_908
-    assert abs(parameter_count(paper_net) / 1e6 - PAPER_PARAMS_M) / PAPER_PARAMS_M < 0.02
+    assert count_parameters(paper_net) == encoder + head + esca == 39_105_908
+    assert abs(count_parameters(paper_net) / 1e6 - PAPER_PARAMS_M) / PAPER_PARAMS_M < 0.02
 
 
 def test_output_stride_8_dilates_the_last_two_stages(paper_net):
@@ -205,7 +206,7 @@ def test_fold_stacks_neighbours_as_channels_modality_major():
 
 def test_2p5d_prediction_equals_the_2d_network_on_stacked_slices(paper_net):
     net25 = STSNet25D(1, 2, False).eval()
-    assert parameter_count(net25) == parameter_count(paper_net)
+    assert count_parameters(net25) == count_parameters(paper_net)
     net25.load_state_dict(paper_net.state_dict())  # same keys: a 2D STS-Net with 3 input channels
     volume = torch.randn(1, 1, 4, 32, 32)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """One prepared GPU check (issue 10, item 6): what a user's CUDA run exercises, in one command.
 
 1. The ES-UNet paper's Table 9 side by side: ES-UNet and 3D UNet 3+ paper presets, the 3D UNet stand-in
-   and nnU-Net's default 3d network, 2 input channels: params, GFLOPs (nnunet_ext.cost), ms per forward
+   and nnU-Net's default 3d network, 2 input channels: params, GFLOPs (nnunet_ext.network_cost), ms per forward
    (CUDA events after warm-up, fp16 autocast), peak GB (torch.cuda.max_memory_allocated), next to the paper.
 2. Every trainer family through the real ``nnUNetv2_train`` with torch.compile on (nnU-Net's default on a
    GPU) and fp16 autocast + GradScaler, ``<Trainer>_ep1it<I>val<V>``: logged losses must be finite.
@@ -142,7 +142,7 @@ def measure_table9_row(key: str, label: str, build: Callable, size: int, config:
     """One network: params and FLOPs (meta device), then ms per forward and peak memory on the device."""
     import torch
 
-    from nnunet_ext.cost import count_parameters, measure
+    from nnunet_ext.network_cost import count_parameters, measure
 
     shape = (1, input_channels, size, size, size)
     cost = measure(build, shape, "meta")
@@ -279,8 +279,8 @@ def trainer_network(ws, trainer: str) -> dict:
 
     import torch
 
-    from nnunet_ext.benchmark.cost import load_trainer_context
-    from nnunet_ext.cost import count_parameters
+    from nnunet_ext.network_cost import count_parameters
+    from nnunet_ext.trainer_lookup import load_trainer_context
 
     with mock.patch.dict(os.environ, {k: v for k, v in ws.env.items() if k.startswith("nnUNet_")}):
         trainer_class, plans_manager, configuration_manager, n_in, n_out = load_trainer_context(

@@ -103,7 +103,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from nnunet_ext.cost import count_flops, count_parameters
+    from nnunet_ext.network_cost import count_flops, count_parameters
     from nnunet_ext.trainer_lookup import find_trainer
     from nnunet_ext.training.checkpointing import is_checkpointed
 

@@ -89,10 +89,11 @@ def estimate_network(preprocessed_dataset: str, plans: str, configuration: str, 
     """Training memory of ``trainer``'s network under ``plans`` at that configuration's patch and batch."""
     import torch
 
-    from nnunet_ext.benchmark.cost import load_trainer_context
+    from nnunet_ext.network_cost import count_parameters
     from nnunet_ext.planning.arch_plans import total_stride
     from nnunet_ext.planning.memory import (PROBE_BATCH, ActivationModel, estimate_training_memory,
                                             fit_activation_model, saved_tensor_bytes)
+    from nnunet_ext.trainer_lookup import load_trainer_context
 
     ctx = load_trainer_context(preprocessed_dataset, plans, configuration, trainer)
     trainer_class, plans_manager, cm, n_in, n_out = ctx
@@ -109,7 +110,7 @@ def estimate_network(preprocessed_dataset: str, plans: str, configuration: str, 
         activations = ActivationModel(float(measured), 0.0, ((tuple(patch), int(measured)),))
     estimate = estimate_training_memory(network, n_in, patch, batch, divisor, activations=activations)
     return NetworkMemory(name or trainer, plans, patch, batch, float(estimate.total_gb),
-                         int(sum(p.numel() for p in network.parameters())))
+                         count_parameters(network))
 
 
 def estimate_all(request: dict) -> dict:

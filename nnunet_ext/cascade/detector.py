@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_ext.cascade.roi import Box, bounding_box, box_iou
+from nnunet_ext.network_cost import count_parameters
 from nnunet_ext.safe_load import UnsafeCheckpointError, load_checkpoint, short_reason
 
 VIEW_MODES = ("mean", "centre")
@@ -345,7 +346,7 @@ def train_detector_from_preprocessed(preprocessed_root: str | Path, results_root
     per_case = {i: box_iou(detector.predict_box(samples[i].volume), samples[i].box) for i in val_ids}
     summary = {"held_out_iou": per_case, "mean_held_out_iou": float(np.mean(list(per_case.values())))
                if per_case else float("nan"), "train_cases": train_ids, "train_seconds": seconds,
-               "parameters": sum(p.numel() for p in detector.parameters())}
+               "parameters": count_parameters(detector)}
     folder = detector_folder(results_root, root.name, configuration, plans)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = save_detector(folder / DETECTOR_FILE, detector, dataset_name=root.name, plans=plans,

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 
 from nnunet_ext.cascade.prepare import CascadeSettings, case_identifiers, region_box, write_stage2_case
 from nnunet_ext.cascade.roi import Box, box_of_crop, expand_box, margin_in_voxels, paste_array
+from nnunet_ext.workspace import NnUNetFolders
 
 
 @dataclass(frozen=True)
@@ -41,31 +42,7 @@ class NnUNetModel:
     device: str = "cpu"  # nnUNetv2_predict -device
 
 
-@dataclass
-class NnUNetPaths:
-    """nnU-Net's three folders and the environment for its commands (what NnUNetWorkspace offers, from $nnUNet_*)."""
-    raw: Path
-    preprocessed: Path
-    results: Path
-    env: dict
-
-    @classmethod
-    def from_environment(cls) -> "NnUNetPaths":
-        from nnunet_ext.paths import trainers_dir
-
-        missing = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(k)]
-        if missing:
-            raise RuntimeError(f"set {', '.join(missing)} (nnU-Net's folders) before running the cascade")
-        env = dict(os.environ)
-        env.setdefault("nnUNet_extTrainer", trainers_dir())
-        return cls(Path(env["nnUNet_raw"]), Path(env["nnUNet_preprocessed"]), Path(env["nnUNet_results"]), env)
-
-    def dataset_name(self, dataset_id: int) -> str:
-        for folder in (self.raw, self.preprocessed):
-            matches = sorted(folder.glob(f"Dataset{int(dataset_id):03d}_*"))
-            if matches:
-                return matches[0].name
-        raise FileNotFoundError(f"no dataset with id {dataset_id} in {self.raw} or {self.preprocessed}")
+NnUNetPaths = NnUNetFolders  # its name before it moved to nnunet_ext/workspace.py
 
 
 @dataclass

@@ -80,7 +80,8 @@ def run_prepare(args):
 
 
 def run_predict(args):
-    from nnunet_ext.cascade.predict import NnUNetModel, NnUNetPaths, predict_cascade
+    from nnunet_ext.cascade.predict import NnUNetModel, predict_cascade
+    from nnunet_ext.workspace import NnUNetFolders
     from nnunet_ext.commands.arguments import resolve_device
     from nnunet_ext.dataset_names import parse_dataset
 
@@ -93,7 +94,7 @@ def run_predict(args):
                          device)
     stage1 = NnUNetModel(parse_dataset(args.stage1[0]), args.stage1[1], args.stage1[2], args.stage1_plans, folds,
                          device) if args.stage1 else None
-    result = predict_cascade(NnUNetPaths.from_environment(), args.input_dir, args.output_dir, stage2, stage1,
+    result = predict_cascade(NnUNetFolders.from_environment(), args.input_dir, args.output_dir, stage2, stage1,
                              args.detector, lcc=not args.no_lcc, confine_lesions=not args.no_confine)
     for case, box in result.boxes.items():
         print(case, box.as_list() if box is not None else "no region: empty prediction")

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from nnunet_ext.commands.arguments import non_negative_int, positive_int
-from nnunet_ext.demo import DemoConfig, run_demo
+from nnunet_ext.benchmark.demo import DemoConfig, run_demo
 
 
 def add_parser(subparsers):

@@ -32,7 +32,7 @@ def _plain_unet_reference(input_channels: int, num_classes: int):
 def paper_cost_rows(input_size: int = 144, input_channels: int = 2, num_classes: int = 1,
                     device: str = "meta", readings: bool = False) -> List[CostRow]:
     """Measure the paper presets (and an nnU-Net PlainConvUNet stand-in for the 3D UNet row)."""
-    from nnunet_ext.cost import measure
+    from nnunet_ext.network_cost import measure
     from nnunet_ext_architectures.es_unet import build_paper_network
 
     if input_size < 8 or input_size % 8:

@@ -1,5 +1,5 @@
 """`nnunet-ext trainers-dir`: print the folder for nnUNet_extTrainer."""
-from nnunet_ext.paths import trainers_dir
+from nnunet_ext.workspace import trainers_dir
 
 
 def add_parser(subparsers):

@@ -19,7 +19,7 @@ from torch import nn
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
 from nnunet_ext.losses.region_losses import RegionLossSettings, WeightedRegionLoss
-from nnunet_ext.losses.schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, PhaseLRScheduler,
+from nnunet_ext.losses.weight_schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, PhaseLRScheduler,
                                          SigmoidDiceCESchedule)
 
 

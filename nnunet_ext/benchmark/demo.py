@@ -90,14 +90,15 @@ def count_parameters(workspace: NnUNetWorkspace, dataset_id: int, configuration:
     import os
     import sys
 
-    from nnunet_ext.benchmark import cost
+    from nnunet_ext import trainer_lookup
+    from nnunet_ext.network_cost import count_parameters as network_parameters
 
     old = os.environ.get("nnUNet_extTrainer")
     os.environ["nnUNet_extTrainer"] = workspace.env["nnUNet_extTrainer"]
     lookup_output = io.StringIO()
     try:
         with contextlib.redirect_stdout(lookup_output):
-            trainer_class, plans_manager, configuration_manager, n_in, n_out = cost.load_trainer_context(
+            trainer_class, plans_manager, configuration_manager, n_in, n_out = trainer_lookup.load_trainer_context(
                 workspace.preprocessed / workspace.dataset_name(dataset_id), plans, configuration, trainer)
     except Exception:
         sys.stderr.write(lookup_output.getvalue())
@@ -108,7 +109,7 @@ def count_parameters(workspace: NnUNetWorkspace, dataset_id: int, configuration:
         else:
             os.environ["nnUNet_extTrainer"] = old
     network = trainer_class.build_network_architecture(plans_manager, configuration_manager, n_in, n_out, False)
-    return sum(p.numel() for p in network.parameters())
+    return network_parameters(network)
 
 
 def mean_metrics(gt_dir: Path, pred_dir: Path, dataset_json: dict) -> Dict[str, Dict[str, float]]:

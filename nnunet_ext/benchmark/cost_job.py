@@ -1,11 +1,11 @@
 """Cost of one trainer's network, measured in a fresh process so trainers do not share allocator or cache state.
 
-Parameters and FLOPs (nnunet_ext.cost, torch's FlopCounterMode) for one patch; inference milliseconds
+Parameters and FLOPs (nnunet_ext.network_cost, torch's FlopCounterMode) for one patch; inference milliseconds
 per patch (eval, no_grad, median of repeats); peak memory of one training step at the plans' batch size
 (CUDA max allocated on a GPU, process peak RSS above the post-import baseline on a CPU); seconds per case
 of nnU-Net's predictor on a few cases. Networks come from each trainer's own ``build_network_architecture``.
 
-Run as ``python -m nnunet_ext.benchmark.cost request.json result.json`` (see :func:`measure_in_subprocess`).
+Run as ``python -m nnunet_ext.benchmark.cost_job request.json result.json`` (see :func:`measure_in_subprocess`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
+
+from nnunet_ext.trainer_lookup import load_trainer_context
 
 
 @dataclass
@@ -56,31 +58,6 @@ class CostResult:
     predict_seconds_all: List[float]
 
 
-def load_trainer_context(preprocessed_dataset, plans: str, configuration: str, trainer: str):
-    """(trainer class, plans manager, configuration manager, input channels, output heads) with nnU-Net's lookup."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    folder = Path(preprocessed_dataset)
-    plans_file = folder / f"{plans}.json"
-    if not plans_file.is_file():
-        raise FileNotFoundError(f"no plans file {plans_file}; run nnUNetv2_plan_and_preprocess (or plan_experiment) first")
-    plans_manager = PlansManager(load_json(str(plans_file)))
-    dataset_json = load_json(str(folder / "dataset.json"))
-    if configuration not in plans_manager.available_configurations:
-        raise ValueError(f"configuration {configuration!r} is not in {plans_file.name} "
-                         f"(available: {plans_manager.available_configurations})")
-    configuration_manager = plans_manager.get_configuration(configuration)
-    trainer_class = recursive_find_trainer_class_by_name(trainer)
-    if trainer_class is None:
-        raise ValueError(f"nnU-Net cannot find a trainer class named {trainer!r}")
-    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    return trainer_class, plans_manager, configuration_manager, n_in, n_out
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
@@ -94,7 +71,7 @@ def _build(ctx, deep_supervision: bool):
 def _flops(ctx, input_shape) -> tuple:
     import torch
 
-    from nnunet_ext.cost import count_flops
+    from nnunet_ext.network_cost import count_flops
 
     try:
         with torch.device("meta"):
@@ -114,6 +91,8 @@ def _sync(device) -> None:
 def measure_cost(request: CostRequest) -> CostResult:
     import torch
 
+    from nnunet_ext.network_cost import count_parameters
+
     torch.set_num_threads(max(1, int(request.threads)))
     device = torch.device(request.device)
     ctx = load_trainer_context(request.preprocessed_dataset, request.plans, request.configuration, request.trainer)
@@ -124,7 +103,7 @@ def measure_cost(request: CostRequest) -> CostResult:
     flops, flops_device = _flops(ctx, (1, n_in, *patch))
 
     net = _build(ctx, False).to(device).eval()
-    params = sum(p.numel() for p in net.parameters())
+    params = count_parameters(net)
     x = torch.randn(1, n_in, *patch, device=device)
     times = []
     with torch.no_grad():
@@ -189,7 +168,7 @@ def measure_in_subprocess(request: CostRequest, env: Optional[dict] = None, time
         req.write_text(json.dumps(asdict(request)))
         env = dict(os.environ if env is None else env)
         env.setdefault("OMP_NUM_THREADS", str(request.threads))
-        proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.cost", str(req), str(out)], env=env,
+        proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.cost_job", str(req), str(out)], env=env,
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out.is_file():
             raise RuntimeError(f"cost measurement of {request.trainer} ({request.plans}) failed "
@@ -200,7 +179,7 @@ def measure_in_subprocess(request: CostRequest, env: Optional[dict] = None, time
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m nnunet_ext.benchmark.cost REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: python -m nnunet_ext.benchmark.cost_job REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     request = CostRequest(**json.loads(Path(argv[0]).read_text()))
     Path(argv[1]).write_text(json.dumps(asdict(measure_cost(request)), indent=1))

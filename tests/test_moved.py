@@ -1,0 +1,52 @@
+"""What earlier versions named still resolves: old module paths, the networks plans files name, trainer names."""
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nnunet_ext._moved import MOVED
+
+# the networks plans files written by earlier versions name (nnunet-ext plans), by dotted path
+PLANS_NETWORKS = ("nnunet_ext_architectures.es_unet.ESUNet", "nnunet_ext_architectures.es_unet.UNet3Plus",
+                  "nnunet_ext_architectures.sts_net.STSNet", "nnunet_ext_architectures.sts_net.STSNet25D",
+                  "nnunet_ext_architectures.dlkunet.DLKUNet",
+                  "nnunet_ext_architectures.elanres_msca_unet.ELANResMSCAUNet",
+                  "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor")
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_an_old_module_path_imports_the_new_module_itself(old):
+    new = importlib.import_module(MOVED[old])
+    assert importlib.import_module(old) is new  # one module object: one class identity
+    assert new.__name__ == MOVED[old] and new.__spec__.name == MOVED[old]  # the alias leaves the module as it was
+
+
+def test_old_paths_work_in_a_fresh_process_with_every_import_form():
+    # what a user's script does first thing, before anything else imported the new modules
+    code = ("import nnunet_ext.cost as a; from nnunet_ext import demo; from nnunet_ext.paths import trainers_dir; "
+            "from nnunet_ext.benchmark.cost import CostRequest, load_trainer_context; "
+            "from nnunet_ext.losses.schedules import PhaseDiceCESchedule; "
+            "from nnunet_ext.cascade.predict import NnUNetPaths; "
+            "import json, nnunet_ext.network_cost as b; "
+            "print(json.dumps([a is b, demo.__name__, trainers_dir.__module__, CostRequest.__module__, "
+            "PhaseDiceCESchedule.__module__, NnUNetPaths.__name__]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [True, "nnunet_ext.benchmark.demo", "nnunet_ext.workspace", "nnunet_ext.benchmark.cost_job",
+                               "nnunet_ext.losses.weight_schedules", "NnUNetFolders"]
+
+
+def test_an_unknown_old_name_still_fails_as_python_does():
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("nnunet_ext.no_such_module")
+
+
+@pytest.mark.parametrize("dotted", PLANS_NETWORKS)
+def test_plans_network_paths_of_earlier_versions_resolve_as_nnunet_resolves_them(dotted):
+    import pydoc
+
+    from torch import nn
+
+    cls = pydoc.locate(dotted)  # nnU-Net's get_network_from_plans
+    assert isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__name__ == dotted.rsplit(".", 1)[1]
