@@ -19,7 +19,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_ext_trainers.dlkunet_trainers import DLKUNetLTrainer, DLKUNetMTrainer, DLKUNetSTrainer
 from nnunet_ext_trainers.elanres_trainers import ELANResMSCAUNetTrainer
 from nnunet_ext_trainers.es_unet_trainers import ESUNetTrainer, UNet3PlusTrainer
-from nnunet_ext_trainers.cascade_trainers import StageSkippingSegmentorTrainer
+from nnunet_ext_trainers.stage_skipping_trainers import StageSkippingSegmentorTrainer
 from nnunet_ext_trainers.sts_net_trainers import STSNet25DTrainer, STSNetTrainer
 
 IN_CHANNELS, N_CLASSES = 1, 3

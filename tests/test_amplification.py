@@ -442,7 +442,7 @@ def test_slice_unit_centres_a_slice_stack():
 
 
 def test_sts_net_25d_trainer_amplifies_in_plane_on_slice_statistics():
-    from nnunet_ext_trainers.amplification_trainers import STSNet25DAmplifyTrainer
+    from nnunet_ext_trainers.sts_net_trainers import STSNet25DAmplifyTrainer
 
     assert STSNet25DAmplifyTrainer.lesion_stats_ndim == 2
     pipeline = STSNet25DAmplifyTrainer.get_training_transforms((5, 32, 32), (-np.pi, np.pi), None, (1, 2), True,

@@ -21,8 +21,8 @@ import torch.multiprocessing as mp
 from network_matrix import trainer_loss
 
 from nnunet_ext.training.base import ExtTrainer
-from nnunet_ext_trainers.loss_schedule_trainers import nnUNetTrainerELANResLoss
-from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWD
+from nnunet_ext_trainers.elanres_trainers import nnUNetTrainerELANResLoss
+from nnunet_ext_trainers.es_unet_trainers import nnUNetTrainerDWD
 
 WORLD_SIZE = 2
 LOCAL_BATCH = 2

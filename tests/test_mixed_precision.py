@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from network_matrix import CASES, outputs_as_list, trainer_loss
 
 from nnunet_ext.training.base import ExtTrainer
-from nnunet_ext_trainers.loss_schedule_trainers import (nnUNetTrainerDynamicLoss, nnUNetTrainerELANResLoss,
-                                                       nnUNetTrainerPhaseLoss)
-from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWD, nnUNetTrainerFocalDice
+from nnunet_ext_trainers.dlkunet_trainers import nnUNetTrainerDynamicLoss, nnUNetTrainerPhaseLoss
+from nnunet_ext_trainers.elanres_trainers import nnUNetTrainerELANResLoss
+from nnunet_ext_trainers.es_unet_trainers import nnUNetTrainerDWD, nnUNetTrainerFocalDice
 
 # our losses cast to float32 before anything else; nnU-Net's compounds run as in its train_step
 

@@ -15,6 +15,31 @@ PLANS_NETWORKS = ("nnunet_ext_architectures.es_unet.ESUNet", "nnunet_ext_archite
                   "nnunet_ext_architectures.elanres_msca_unet.ELANResMSCAUNet",
                   "nnunet_ext_architectures.stage_skipping_segmentor.StageSkippingSegmentor")
 
+# every trainer class of the version before the trainers were grouped by paper (checkpoints name their class)
+EARLIER_TRAINERS = (
+    "DLKUNetLDWDRSSTrainer", "DLKUNetLDWDTrainer", "DLKUNetLDynamicLossPaperScheduleTrainer",
+    "DLKUNetLDynamicLossTrainer", "DLKUNetLNoCheckpointingTrainer", "DLKUNetLPaperScheduleTrainer",
+    "DLKUNetLPhaseLossPaperScheduleTrainer", "DLKUNetLPhaseLossTrainer", "DLKUNetLRSSTrainer",
+    "DLKUNetLTrainer", "DLKUNetMTrainer", "DLKUNetPlansTrainer", "DLKUNetSTrainer",
+    "ELANResMSCAUNetDWDRSSTrainer", "ELANResMSCAUNetDWDTrainer", "ELANResMSCAUNetInplaneTrainer",
+    "ELANResMSCAUNetNoCheckpointingTrainer", "ELANResMSCAUNetPaperLossPaperScheduleTrainer",
+    "ELANResMSCAUNetPaperLossTrainer", "ELANResMSCAUNetRSSTrainer", "ELANResMSCAUNetTrainer",
+    "ESUNetDWDRSSNoCheckpointingTrainer", "ESUNetDWDRSSPaperScheduleTrainer", "ESUNetDWDRSSPaperTrainer",
+    "ESUNetDWDRSSTrainer", "ESUNetDWDTrainer", "ESUNetFocalDiceRSSTrainer", "ESUNetFocalDiceTrainer",
+    "ESUNetNoCheckpointingTrainer", "ESUNetRSSTrainer", "ESUNetSkipBaseFocalDiceTrainer",
+    "ESUNetSkipBaseTrainer", "ESUNetSkipDecOnlyFocalDiceTrainer", "ESUNetSkipDecOnlyTrainer",
+    "ESUNetSkipEncOnlyFocalDiceTrainer", "ESUNetSkipEncOnlyTrainer", "ESUNetTrainer", "STSNet25DAmplifyTrainer",
+    "STSNet25DDWDTrainer", "STSNet25DPaperScheduleTrainer", "STSNet25DTrainer", "STSNetAmplifyTrainer",
+    "STSNetDWDTrainer", "STSNetPaperScheduleTrainer", "STSNetTrainer",
+    "StageSkippingSegmentorPaperScheduleTrainer", "StageSkippingSegmentorTrainer", "UNet3PlusDWDRSSTrainer",
+    "UNet3PlusDWDTrainer", "UNet3PlusFocalDiceRSSTrainer", "UNet3PlusFocalDiceTrainer",
+    "UNet3PlusNoCheckpointingTrainer", "UNet3PlusRSSTrainer", "UNet3PlusTrainer", "nnUNetTrainerAmplify",
+    "nnUNetTrainerAmplifyM1", "nnUNetTrainerAmplifyM2", "nnUNetTrainerAmplifyM3", "nnUNetTrainerAmplifyM4",
+    "nnUNetTrainerDWD", "nnUNetTrainerDWDRSS", "nnUNetTrainerDecayingDS", "nnUNetTrainerDynamicLoss",
+    "nnUNetTrainerELANResLoss", "nnUNetTrainerELANResLossDecayingDS", "nnUNetTrainerFocalDice",
+    "nnUNetTrainerFocalDiceRSS", "nnUNetTrainerPhaseLoss", "nnUNetTrainerPhaseLossPhaseLR", "nnUNetTrainerRSS",
+)
+
 
 @pytest.mark.parametrize("old", sorted(MOVED))
 def test_an_old_module_path_imports_the_new_module_itself(old):
@@ -50,3 +75,15 @@ def test_plans_network_paths_of_earlier_versions_resolve_as_nnunet_resolves_them
 
     cls = pydoc.locate(dotted)  # nnU-Net's get_network_from_plans
     assert isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__name__ == dotted.rsplit(".", 1)[1]
+
+
+def test_every_trainer_name_of_earlier_versions_is_found_by_nnunet():
+    from nnunet_ext.registry import trainer_entries
+    from nnunet_ext.trainer_lookup import check_trainers
+
+    found = check_trainers(EARLIER_TRAINERS)  # nnU-Net's own lookup, one error naming every missing one
+    assert {name: cls.__name__ for name, cls in found.items()} == {name: name for name in EARLIER_TRAINERS}
+    modules = {e.dotted_path.rsplit(".", 1)[0] for e in trainer_entries()}
+    # one trainer module per paper (trainers/ reads as the table of contents of the five papers)
+    assert modules == {f"nnunet_ext_trainers.{m}_trainers" for m in
+                       ("es_unet", "dlkunet", "elanres", "sts_net", "stage_skipping")}

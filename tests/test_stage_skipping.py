@@ -103,7 +103,7 @@ class _Configuration:
 
 
 def test_plans_entry_and_trainer_mixin_scales_and_weights():
-    from nnunet_ext_trainers.cascade_trainers import StageSkippingSegmentorTrainer
+    from nnunet_ext_trainers.stage_skipping_trainers import StageSkippingSegmentorTrainer
 
     entry = stage_skipping_kwargs_from_configuration(_Configuration([16, 48, 48], [3.0, 1.0, 1.0]))
     assert entry["network_class_name"] == SEGMENTOR_CLASS

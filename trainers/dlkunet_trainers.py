@@ -1,7 +1,7 @@
 """DLKUNet trainers: the paper's S / M / L networks (2d configuration) or their plans-driven depth (3d).
 
 ``DLKUNet{S,M,L}Trainer`` swap only the network; ``...PhaseLoss`` / ``...DynamicLoss`` add the paper's
-Dice/CE weight schedules (Eq. 10-13); ``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and
+Dice/CE weight schedules (Eq. 10-13), also on nnU-Net's own network (``nnUNetTrainerPhaseLoss`` ...); ``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and
 augmentation. ``DLKUNetPlansTrainer`` follows nnU-Net's plans for depth as well. ``...PaperSchedule...``
 use the paper's optimiser (Adam 1e-3, weight decay 1e-5, x0.9 / 20 epochs, 1e-5 from epoch 200, 400 epochs).
 docs/dlkunet.md.
@@ -73,3 +73,19 @@ class DLKUNetLDynamicLossPaperScheduleTrainer(DLKUNetPaperOptimizer, DLKUNetLDyn
 
 class DLKUNetLNoCheckpointingTrainer(NoActivationCheckpointing, DLKUNetLTrainer):
     """DLKUNet-L without activation checkpointing: faster, about twice the memory at 3D plans."""
+
+
+# ---- the paper's loss schedules on vanilla nnU-Net's own network (docs/losses.md)
+
+class nnUNetTrainerPhaseLoss(PhaseLossSchedule, ExtTrainer):
+    """nnU-Net with DLKUNet's phase-based Dice/CE weights: 0.6/0.4 for the first half, 0.7/0.3 after."""
+
+
+class nnUNetTrainerPhaseLossPhaseLR(PhaseLossSchedule, ExtTrainer):
+    """Phase-based Dice/CE weights plus the paper's learning-rate drop (x0.01) in the second phase."""
+
+    phase_learning_rate = True
+
+
+class nnUNetTrainerDynamicLoss(DynamicLossSchedule, ExtTrainer):
+    """nnU-Net with DLKUNet's sigmoid Dice/CE weights: (0.3, 1) -> (1, 0.7) centred on mid-training."""

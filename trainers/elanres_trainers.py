@@ -3,7 +3,9 @@
 ``ELANResMSCAUNetTrainer`` swaps only the network (trained multi-branch, predicted with fused
 convolutions); ``...PaperLoss`` adds the paper's loss family and decaying deep-supervision weights;
 ``...Inplane...`` uses per-slice (2D) MSCA strips; ``...DWD...`` / ``...RSS...`` add the ES-UNet
-paper's loss and augmentation. docs/elanres_msca_unet.md.
+paper's loss and augmentation. ``nnUNetTrainerELANResLoss`` / ``...DecayingDS`` put the paper's loss family
+and deep-supervision weights on nnU-Net's own network (docs/losses.md). The paper's liver -> tumour cascade
+trains any of these on both stages (``nnunet-ext cascade``, docs/cascade.md). docs/elanres_msca_unet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.checkpointing import NoActivationCheckpointing
@@ -46,3 +48,17 @@ class ELANResMSCAUNetPaperLossPaperScheduleTrainer(ELANResPaperOptimizer, ELANRe
 
 class ELANResMSCAUNetNoCheckpointingTrainer(NoActivationCheckpointing, ELANResMSCAUNetTrainer):
     """ELANRes-MSCA-UNet without activation checkpointing: faster, several times the memory."""
+
+
+# ---- the paper's loss family on vanilla nnU-Net's own network (docs/losses.md)
+
+class nnUNetTrainerELANResLoss(ELANResLossFamily, ExtTrainer):
+    """nnU-Net with ELANRes's weighted loss family (Dice + Tversky + CE) on every output."""
+
+
+class nnUNetTrainerDecayingDS(DecayingDeepSupervision, ExtTrainer):
+    """nnU-Net's loss with ELANRes's deep-supervision weights: 1 on full resolution, 0.4 x 0.8 per 30 epochs on the rest."""
+
+
+class nnUNetTrainerELANResLossDecayingDS(DecayingDeepSupervision, ELANResLossFamily, ExtTrainer):
+    """ELANRes's training recipe on nnU-Net's network: the weighted loss family with decaying deep supervision."""

@@ -1,9 +1,10 @@
-"""ES-UNet paper (BMC Med Imaging 2025) trainers: ES-UNet / 3D UNet 3+ x DWD loss x RSS augmentation.
+"""ES-UNet paper (BMC Med Imaging 2025) trainers: ES-UNet / 3D UNet 3+ / nnU-Net's network x DWD loss x RSS.
 
 The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only the network,
 ``...FocalDice...`` uses the paper's baseline loss (focal + Dice, Eq. 1-2; its Tables 1-4),
-``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling. Which trainer
-reproduces which table row: docs/es_unet.md.
+``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling. ``nnUNetTrainer...``
+put the paper's loss and augmentation on vanilla nnU-Net's own network (its Table 5 rows for 3D UNet).
+Which trainer reproduces which table row: docs/es_unet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.checkpointing import NoActivationCheckpointing
@@ -116,3 +117,25 @@ class ESUNetNoCheckpointingTrainer(NoActivationCheckpointing, ESUNetTrainer):
 
 class UNet3PlusNoCheckpointingTrainer(NoActivationCheckpointing, UNet3PlusTrainer):
     """3D UNet 3+ without activation checkpointing: faster, several times the memory."""
+
+
+# ---- the paper's loss and augmentation on vanilla nnU-Net's own network (Table 5, 3D UNet rows)
+
+class nnUNetTrainerFocalDice(FocalDiceLoss, ExtTrainer):
+    """nnU-Net's network and augmentation with the ES-UNet paper's baseline loss, focal + Dice (its 3D UNet rows)."""
+
+
+class nnUNetTrainerFocalDiceRSS(RSSAugmentation, FocalDiceLoss, ExtTrainer):
+    """nnU-Net's network with focal + Dice and Region Specific Scaling (Table 5, 3D UNet RSS row)."""
+
+
+class nnUNetTrainerDWD(DWDFocalLoss, ExtTrainer):
+    """nnU-Net's network and augmentation with the DWD + focal loss."""
+
+
+class nnUNetTrainerRSS(RSSAugmentation, ExtTrainer):
+    """nnU-Net's network and loss with Region Specific Scaling added to its augmentation."""
+
+
+class nnUNetTrainerDWDRSS(RSSAugmentation, DWDFocalLoss, ExtTrainer):
+    """nnU-Net's network with DWD + focal loss and RSS."""

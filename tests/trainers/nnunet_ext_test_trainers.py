@@ -2,8 +2,7 @@
 from nnunet_ext.training.short_schedule import ShortSchedule
 from nnunet_ext_test_mixins import Resumable
 from nnunet_ext_trainers.es_unet_trainers import (ESUNetDWDRSSPaperTrainer, ESUNetDWDTrainer, ESUNetDWDRSSTrainer,
-                                                 UNet3PlusDWDRSSTrainer)
-from nnunet_ext_trainers.vanilla_trainers import nnUNetTrainerDWDRSS
+                                                 UNet3PlusDWDRSSTrainer, nnUNetTrainerDWDRSS)
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 

@@ -1,8 +1,8 @@
 """Test-only STS-Net amplification trainers: short schedules (found via nnUNet_extTrainer)."""
 from nnunet_ext.training.short_schedule import ShortSchedule
 from nnunet_ext_test_mixins import SmallBatch
-from nnunet_ext_trainers.amplification_trainers import (STSNet25DAmplifyTrainer, STSNetAmplifyTrainer,
-                                                        nnUNetTrainerAmplify, nnUNetTrainerAmplifyM3)
+from nnunet_ext_trainers.sts_net_trainers import (STSNet25DAmplifyTrainer, STSNetAmplifyTrainer, nnUNetTrainerAmplify,
+                                                  nnUNetTrainerAmplifyM3)
 
 
 class nnUNetTrainerAmplify_test(ShortSchedule, nnUNetTrainerAmplify):

@@ -7,11 +7,11 @@ from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, DynamicLossSchedule
 from nnunet_ext.training.short_schedule import ShortSchedule
 from nnunet_ext_test_mixins import NarrowDLKUNet
-from nnunet_ext_trainers.dlkunet_trainers import DLKUNetLDynamicLossTrainer, DLKUNetLPhaseLossTrainer
-from nnunet_ext_trainers.elanres_trainers import ELANResMSCAUNetPaperLossTrainer
-from nnunet_ext_trainers.loss_schedule_trainers import (nnUNetTrainerDecayingDS, nnUNetTrainerDynamicLoss,
-                                                        nnUNetTrainerELANResLoss, nnUNetTrainerELANResLossDecayingDS,
-                                                        nnUNetTrainerPhaseLoss, nnUNetTrainerPhaseLossPhaseLR)
+from nnunet_ext_trainers.dlkunet_trainers import (DLKUNetLDynamicLossTrainer, DLKUNetLPhaseLossTrainer,
+                                                 nnUNetTrainerDynamicLoss, nnUNetTrainerPhaseLoss,
+                                                 nnUNetTrainerPhaseLossPhaseLR)
+from nnunet_ext_trainers.elanres_trainers import (ELANResMSCAUNetPaperLossTrainer, nnUNetTrainerDecayingDS,
+                                                 nnUNetTrainerELANResLoss, nnUNetTrainerELANResLossDecayingDS)
 
 # one decay per epoch, so four epochs show four different deep-supervision weights
 EVERY_EPOCH = DecayingDeepSupervisionSchedule(period_epochs=1)

@@ -1,7 +1,7 @@
-"""Trainers of the two-stage pipelines (docs/cascade.md).
+"""Multi-Stage Hierarchical Feature Extraction paper (CMC 2025) trainers: the segmentor with stage skipping.
 
-The ELANRes cascade trains any nnU-Net trainer on both stages (stage 2 on the dataset written by
-``nnunet-ext cascade prepare``); the multi-stage paper's segmentor needs its own network.
+The paper's detector (3D ROI from 2D boxes) is trained by ``nnunet-ext detector``, and the two stages run
+together with ``nnunet-ext cascade`` (docs/cascade.md); the segmentor is an nnU-Net trainer.
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.optimizers import StageSkippingPaperOptimizer
