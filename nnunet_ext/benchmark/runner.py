@@ -167,6 +167,7 @@ class RunSpec:
     nsd_tolerance_mm: float
     timeout_s: int
     log_file: str = ""      # nnU-Net's output of this run is appended here ("" = kept only in the error message)
+    cpu_threads: int = 0    # on a CPU: OMP/MKL threads of each nnU-Net command (0 = torch's default, every core)
 
     @property
     def name(self) -> str:
@@ -212,10 +213,21 @@ def execute_run(spec: RunSpec) -> dict:
             "cases": len({r["case"] for r in rows})}
 
 
+def thread_env(spec: RunSpec) -> Dict[str, str]:
+    """Pin a CPU run to its share of the cores. torch otherwise starts one thread per core in every run, and
+    runs side by side then oversubscribe the machine: each thread waits at every barrier for a descheduled
+    sibling, and a step becomes many times slower (measured: a 64x64 2D validation forward took seconds)."""
+    if spec.device != "cpu" or spec.cpu_threads < 1:
+        return {}
+    n = str(spec.cpu_threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
 def _train_and_predict(spec: RunSpec, ws: NnUNetWorkspace, on_line: Optional[Callable[[str], None]]) -> None:
     """nnUNetv2_train (or --c, or --val for a trained run), then predict + evaluate the test set if asked."""
     folder = spec.fold_folder(ws)
-    common = dict(plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s, on_line=on_line)
+    common = dict(plans=spec.arm.plans, device=spec.device, timeout=spec.timeout_s, on_line=on_line,
+                  env=thread_env(spec))
     if not (folder / "checkpoint_final.pth").is_file():
         resume = ["--c"] if (folder / "checkpoint_latest.pth").is_file() else []
         ws.train(spec.dataset_id, spec.configuration, spec.fold, spec.schedule_name, *resume, **common)
@@ -456,7 +468,8 @@ def plan_runs(cfg: BenchmarkConfig, folders: WorkspaceFolders, eval_set: str) ->
     logs = Path(cfg.workdir).resolve() / "logs"
     return [RunSpec(arm, fold, name(arm.trainer), int(cfg.dataset_id), cfg.configuration, eval_set, cfg.device,
                     folders, float(cfg.nsd_tolerance_mm), int(cfg.timeout_min) * 60,
-                    str(logs / f"{log_name(arm.label)}_fold_{fold}.log"))
+                    str(logs / f"{log_name(arm.label)}_fold_{fold}.log"),
+                    min(int(cfg.cpus_per_run), os.cpu_count() or 1))
             for arm in cfg.arms() for fold in cfg.folds]
 
 

@@ -21,6 +21,8 @@ from typing import Optional, Type
 import numpy as np
 import torch
 
+from nnunet_ext.training.cpu_threads import CpuThreadsFromEnvironment
+
 # <BaseTrainer>_ep<E>it<I>[val<V>] e.g. nnUNetTrainer_ep5it10val2 -- answered by trainers/short_schedule_trainers.py
 SHORT_NAME = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_ep(?P<epochs>\d+)it(?P<iters>\d+)(?:val(?P<val>\d+))?$")
 
@@ -127,7 +129,8 @@ def make_short_schedule_trainer(base_cls: Type, epochs: int, iterations: int, va
         raise ValueError(f"trainer {name!r}: epochs, iterations and val iterations must be >= 1")
     doc = f"{base_cls.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
     # a base that is a short schedule already (a test trainer, say) keeps its own ShortSchedule in its bases
-    bases = (StepTiming, base_cls) if issubclass(base_cls, ShortSchedule) else (ShortSchedule, StepTiming, base_cls)
+    bases = (StepTiming, CpuThreadsFromEnvironment, base_cls) if issubclass(base_cls, ShortSchedule) else \
+        (ShortSchedule, StepTiming, CpuThreadsFromEnvironment, base_cls)
     return type(name, bases,
                 {"short_epochs": int(epochs), "short_iterations": int(iterations),
                  "short_val_iterations": None if val_iterations is None else int(val_iterations),
