@@ -96,19 +96,13 @@ def _targets(trainer, batch: int, patch: Sequence[int]):
     return out
 
 
-def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device_name: str,
-                    steps: int, threads: int, patch_override: Optional[List[int]] = None,
-                    estimate: bool = True) -> StepCost:
-    """Runs in the child process: one trainer, set up as nnUNetv2_train does, then its real train_step."""
-    import torch
+def _initialized_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device,
+                         patch_override: Optional[List[int]] = None):
+    """The trainer class nnU-Net finds, constructed and ``initialize()``d as ``nnUNetv2_train`` does it."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from nnunet_ext.network_cost import count_flops, count_parameters
     from nnunet_ext.trainer_lookup import find_trainer
-    from nnunet_ext.training.checkpointing import is_checkpointed
 
-    torch.set_num_threads(max(1, threads))
-    device = torch.device(device_name)
     folder = Path(preprocessed)
     plans = load_json(str(folder / f"{plans_name}.json"))
     if patch_override:
@@ -118,6 +112,70 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     trainer_class = find_trainer(trainer_name)
     trainer = trainer_class(plans, configuration, 0, dataset_json, device=device)
     trainer.initialize()
+    return trainer_class, trainer
+
+
+def estimate_divisor(network, configuration_manager) -> List[int]:
+    """Per-axis total stride of ``network`` for the estimator's probes.
+
+    The plans' strides where the configuration has them. A network with a fixed ``output_stride`` instead
+    (STS-Net: a ResNeXt encoder, stride 8 in-plane; its trainers rewrite the plans' architecture entry) is
+    probed at that stride in-plane and at the whole patch along the slice axis of a 2.5D patch, whose slice
+    window (the outer slices only give context) does not scale like the in-plane size."""
+    patch = [int(p) for p in configuration_manager.patch_size]
+    try:
+        strides = configuration_manager.pool_op_kernel_sizes
+    except KeyError:  # nnU-Net reads arch_kwargs["strides"], which STS-Net's entry does not have
+        strides = None
+    if strides is not None:
+        from nnunet_ext.planning.arch_plans import total_stride
+
+        return list(total_stride(strides, len(patch)))
+    output_stride = getattr(network, "output_stride", None)
+    if output_stride is None:
+        raise ValueError(f"cannot tell {type(network).__name__}'s total stride for the memory probes: the plans' "
+                         f"architecture entry has no 'strides' and the network has no 'output_stride'")
+    return [*patch[:-2], int(output_stride), int(output_stride)]
+
+
+def _estimate_gb(network, configuration_manager, input_channels: int, patch: List[int], batch: int) -> float:
+    from nnunet_ext.planning.memory import estimate_training_memory
+
+    divisor = estimate_divisor(network, configuration_manager)
+    return estimate_training_memory(network, input_channels, patch, batch, divisor).total_gb
+
+
+def estimate_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str,
+                     patch_override: Optional[List[int]] = None) -> dict:
+    """Runs in the child process for ``--estimate-only``: the estimator's figure for the trainer's network."""
+    import torch
+
+    from nnunet_ext.training.checkpointing import is_checkpointed
+
+    torch.set_num_threads(1)
+    _, trainer = _initialized_trainer(preprocessed, plans_name, configuration, trainer_name, torch.device("cpu"),
+                                      patch_override)
+    network = getattr(trainer.network, "_orig_mod", trainer.network)
+    cm = trainer.configuration_manager
+    patch, batch = [int(p) for p in cm.patch_size], int(trainer.batch_size)
+    return {"trainer": trainer_name, "patch_size": patch, "batch_size": batch,
+            "checkpointing": is_checkpointed(network),
+            "estimate_gb": _estimate_gb(network, cm, trainer.num_input_channels, patch, batch)}
+
+
+def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device_name: str,
+                    steps: int, threads: int, patch_override: Optional[List[int]] = None,
+                    estimate: bool = True) -> StepCost:
+    """Runs in the child process: one trainer, set up as nnUNetv2_train does, then its real train_step."""
+    import torch
+
+    from nnunet_ext.network_cost import count_flops, count_parameters
+    from nnunet_ext.training.checkpointing import is_checkpointed
+
+    torch.set_num_threads(max(1, threads))
+    device = torch.device(device_name)
+    trainer_class, trainer = _initialized_trainer(preprocessed, plans_name, configuration, trainer_name, device,
+                                                  patch_override)
     network = trainer.network
     plain = getattr(network, "_orig_mod", network)
     cm = trainer.configuration_manager
@@ -137,9 +195,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     estimate_gb = None
     if estimate:
         try:
-            from nnunet_ext.planning.memory import estimate_training_memory
-            divisor = [int(v) for v in torch.tensor(cm.pool_op_kernel_sizes).prod(dim=0)]
-            estimate_gb = estimate_training_memory(plain, n_in, patch, batch, divisor).total_gb
+            estimate_gb = _estimate_gb(plain, cm, n_in, patch, batch)
         except Exception as error:  # the estimate is a comparison figure; its failure must not hide the measurement
             notes.append(f"no estimate: {type(error).__name__}: {str(error)[:120]}")
 
@@ -182,7 +238,9 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
 
 
 def measure_in_subprocess(spec: dict, timeout: int = 7200) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), nnUNet_compile="false")
+    """``measure_trainer(**spec)`` (or ``estimate_trainer`` for a spec with ``"estimate_only": True``) in a
+    fresh process; a failure comes back as ``{"trainer", "error", "log"}``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)), nnUNet_compile="false")
     proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.real_scale", "--child", json.dumps(spec)],
                           env=env, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -225,6 +283,29 @@ def render(results: List[dict], command: str, title: str) -> str:
     return "\n".join(lines + ([""] + notes if notes else []) + [""])
 
 
+def render_estimates(results: List[dict], command: str, title: str, measured: Optional[List[dict]] = None) -> str:
+    """The estimator's figure per trainer, beside a measured run's memory (``--measured``) where it has the
+    trainer at the same patch and batch."""
+    by_name = {m["trainer"]: m for m in (measured or []) if "error" not in m}
+    lines = [f"### {title}", "", f"`{command}`", "",
+             "| trainer | patch x batch | checkpointing | estimate GB | measured GB | estimate / measured |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['trainer']} | failed: {r['error'].splitlines()[0][:160]} | | | | |")
+            continue
+        m = by_name.get(r["trainer"])
+        same = m is not None and m["patch_size"] == r["patch_size"] and m["batch_size"] == r["batch_size"]
+        got = f"{m['train_memory_gb']:.2f}" if same else "-"
+        lines.append(f"| {r['trainer']} | {'x'.join(map(str, r['patch_size']))} x {r['batch_size']} | "
+                     f"{'yes' if r['checkpointing'] else 'no'} | {r['estimate_gb']:.2f} | {got} | "
+                     f"{_ratio(r['estimate_gb'], m['train_memory_gb']) if same else '-'} |")
+    if measured:
+        kinds = sorted({m["memory_kind"] for m in measured if "memory_kind" in m})
+        lines += ["", f"Measured: {', '.join(kinds)} (from the results file given with --measured)."]
+    return "\n".join(lines + [""])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nnunet_ext.benchmark.real_scale",
@@ -244,13 +325,29 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--no-estimate", action="store_true", help="skip the memory estimator's figure")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="only the memory estimator's figure per trainer (no training step; minutes, not hours)")
+    parser.add_argument("--measured", type=Path,
+                        help="with --estimate-only: a results.json of an earlier run, whose measured memory is "
+                             "printed beside the estimate")
     parser.add_argument("--out", type=Path, required=False, help="folder for results.json and table.md")
     parser.add_argument("--title", default="Stock nnU-Net plans", help="table heading")
     args = parser.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(asdict(measure_trainer(**spec))))
+        if spec.pop("estimate_only", False):
+            print(json.dumps(estimate_trainer(**spec)))
+        else:
+            print(json.dumps(asdict(measure_trainer(**spec))))
         return 0
+    if args.measured and not args.estimate_only:
+        parser.error("--measured goes with --estimate-only")
+    measured = None
+    if args.measured:
+        try:
+            measured = json.loads(args.measured.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--measured {args.measured}: cannot read a results.json: {error}")
 
     from nnunet_ext.planning.arch_plans import preprocessed_dataset_folder
 
@@ -261,19 +358,23 @@ def main(argv=None) -> int:
     results = []
     for name in args.trainers:
         spec = {"preprocessed": str(folder), "plans_name": args.plans, "configuration": args.configuration,
-                "trainer_name": name, "device_name": args.device, "steps": args.steps, "threads": args.threads,
-                "patch_override": args.patch, "estimate": not args.no_estimate}
+                "trainer_name": name, "patch_override": args.patch}
+        if args.estimate_only:
+            spec["estimate_only"] = True
+        else:
+            spec.update(device_name=args.device, steps=args.steps, threads=args.threads, estimate=not args.no_estimate)
         start = time.perf_counter()
         result = measure_in_subprocess(spec)
         result["wall_s"] = time.perf_counter() - start
         results.append(result)
-        print(f"[real-scale] {name}: " + (result["error"].splitlines()[0] if "error" in result else
-                                          f"{result['train_memory_gb']:.2f} GB, {result['train_step_s']:.1f} s/step"),
-              flush=True)
+        done = (f"estimate {result['estimate_gb']:.2f} GB" if args.estimate_only else
+                f"{result['train_memory_gb']:.2f} GB, {result['train_step_s']:.1f} s/step")
+        print(f"[real-scale] {name}: " + (result["error"].splitlines()[0] if "error" in result else done), flush=True)
         if args.out:  # keep what is done if a later trainer is killed
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = render(results, command, args.title)
+    table = (render_estimates(results, command, args.title, measured) if args.estimate_only else
+             render(results, command, args.title))
     print(table)
     if args.out:
         (args.out / "table.md").write_text(table)

@@ -3,7 +3,7 @@
 nnU-Net sizes its plans with ``compute_conv_feature_map_size``, which only PlainConvUNet-like networks
 implement. Ours have other layouts (full-scale skips, attention, large kernels), so we measure instead:
 
-    total = parameters + gradients + optimizer state + activations saved for backward
+    total = parameters + gradients + optimizer state + activations
 
 Activations are what autograd keeps between forward and backward. They are counted with
 ``torch.autograd.graph.saved_tensors_hooks`` during one CPU forward (plus a Dice/CE-like loss on every
@@ -13,18 +13,30 @@ voxel count, the intercept takes what does not (e.g. squeeze-excitation vectors)
 under nnU-Net's mixed precision a GPU stores most activations in half precision, so compare estimates
 with each other (as ``nnunet-ext plans`` does), and read absolute numbers as an fp32 upper bound.
 
+Under activation checkpointing (``torch.utils.checkpoint``, nnunet_ext.training.checkpointing) autograd
+keeps only each checkpointed region's inputs; the peak comes in the backward pass, when a region is
+recomputed. So the probe runs checkpointed regions plainly and records what each saves, and the activations
+are what the network keeps plus, for the largest region (nested regions along their deepest path), what
+its recomputation saves and the gradients of its inputs (``CheckpointRegion.peak_bytes``). Without
+checkpointing that is the saved tensors alone. Counting only the saved tensors read ES-UNet at stock plans
+as 9.3 GB against a measured 16.7 GB (docs/benchmarks/real_scale).
+
 ``python -m nnunet_ext.planning.memory`` compares the estimate with a measured peak (process RSS of a
 real CPU forward + backward + optimizer step, in a fresh subprocess); see docs/plans.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import resource
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
+from unittest import mock
 
 import numpy as np
 import torch
@@ -84,24 +96,121 @@ def surrogate_loss(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     return loss
 
 
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
 def saved_tensor_bytes(network: nn.Module, x: torch.Tensor,
                        loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> int:
     """Bytes of the distinct storages autograd saves for backward in one forward (parameters excluded:
     they are counted once as parameters). Storages are told apart by address, so views and in-place
-    results of one tensor count once."""
-    parameter_storages = {p.untyped_storage().data_ptr() for p in network.parameters()}
+    results of one tensor count once. Under activation checkpointing this is what is kept between forward
+    and backward, not the peak: see :func:`activation_bytes`."""
+    parameter_storages = {_storage_key(p) for p in network.parameters()}
     saved = {}
 
     def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in parameter_storages:
-            saved[storage.data_ptr()] = storage.nbytes()
+        if _storage_key(t) not in parameter_storages:
+            saved[_storage_key(t)] = t.untyped_storage().nbytes()
         return t
 
     network.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss_fn(_outputs(network(x)))
     return int(sum(saved.values()))
+
+
+@dataclass
+class CheckpointRegion:
+    """A checkpointed region of the forward: what it saves for backward when it is recomputed (``saved``:
+    storage -> bytes, the inputs of the regions nested in it included), the gradients of its inputs
+    (``input_gradients``: tensor -> bytes; they are accumulated while its backward runs), and the regions
+    nested in it. The root is the region outside every checkpoint: what it saves is kept from the forward to
+    the end of the backward; it has no input gradients."""
+    saved: Dict[object, int] = field(default_factory=dict)
+    input_gradients: Dict[object, int] = field(default_factory=dict)
+    children: List["CheckpointRegion"] = field(default_factory=list)
+
+    def peak_bytes(self, held: Mapping[object, int] = MappingProxyType({})) -> int:
+        """Upper-ish peak of the backward pass of this region, given what is ``held`` around it: what it saves
+        and its input gradients (each not already held) plus the largest peak of one nested region. Regions
+        are recomputed one at a time, each freed after its backward; what is held around a region is
+        counted whole, although the backward frees it gradually."""
+        own = {k: v for k, v in {**self.saved, **self.input_gradients}.items() if k not in held}
+        if not self.children:
+            return sum(own.values())
+        inner = {**held, **own}
+        return sum(own.values()) + max(child.peak_bytes(inner) for child in self.children)
+
+
+# the names networks reach torch's checkpoint through (nnunet_ext's checkpoint_call imports it by name)
+CHECKPOINT_FUNCTIONS = (("torch.utils.checkpoint", "checkpoint"), ("nnunet_ext.training.checkpointing", "checkpoint"))
+
+
+@contextlib.contextmanager
+def _regions_recorded(root: CheckpointRegion, parameter_storages: set, keep: list) -> Iterator[None]:
+    """Within: what autograd saves is recorded into ``root``; ``torch.utils.checkpoint.checkpoint`` runs its
+    function plainly, recording what it saves (= what its recomputation saves) into a nested region.
+
+    The checkpoint's own saved-tensor hooks would hide the recomputation from any outer hook, so the probe
+    stands in for it. Every recorded tensor stays referenced in ``keep`` until the probe ends, so no freed
+    address is reused by another tensor during it."""
+    stack = [root]
+
+    def pack(t: torch.Tensor):
+        key = _storage_key(t)
+        if key not in parameter_storages:
+            stack[-1].saved[key] = t.untyped_storage().nbytes()
+            keep.append(t)
+        return t
+
+    def probe_checkpoint(function, *args, **kwargs):
+        kwargs.pop("use_reentrant", None), kwargs.pop("context_fn", None), kwargs.pop("preserve_rng_state", None)
+        for a in args:  # torch's checkpoint saves its tensor inputs in the enclosing region for the recomputation
+            if isinstance(a, torch.Tensor) and _storage_key(a) not in parameter_storages:
+                stack[-1].saved[_storage_key(a)] = a.untyped_storage().nbytes()
+                keep.append(a)
+        region = CheckpointRegion()
+        for a in args:  # one gradient per input tensor, accumulated over the region's backward
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                region.input_gradients[("gradient", a.data_ptr(), tuple(a.shape))] = a.numel() * a.element_size()
+        stack[-1].children.append(region)
+        stack.append(region)
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                return function(*args, **kwargs)
+        finally:
+            stack.pop()
+
+    patches = contextlib.ExitStack()
+    with patches:
+        for module_name, attribute in CHECKPOINT_FUNCTIONS:
+            module = sys.modules.get(module_name)
+            if module is None and module_name == "torch.utils.checkpoint":
+                module = importlib.import_module(module_name)
+            if module is not None and hasattr(module, attribute):
+                patches.enter_context(mock.patch.object(module, attribute, probe_checkpoint))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+
+
+def checkpoint_regions(network: nn.Module, x: torch.Tensor,
+                       loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> CheckpointRegion:
+    """The root region of one training forward + loss: what autograd keeps, and per checkpointed region
+    what its recomputation saves (parameters excluded, each storage once per region)."""
+    root, keep = CheckpointRegion(), []
+    network.train()
+    with _regions_recorded(root, {_storage_key(p) for p in network.parameters()}, keep):
+        loss_fn(_outputs(network(x)))
+    return root
+
+
+def activation_bytes(network: nn.Module, x: torch.Tensor,
+                     loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> int:
+    """Activation memory of one training step: what autograd saves for backward, plus, under activation
+    checkpointing, the recomputation of the largest checkpointed region (:meth:`CheckpointRegion.peak_bytes`).
+    Equals :func:`saved_tensor_bytes` for a network without checkpointing."""
+    return checkpoint_regions(network, x, loss_fn).peak_bytes()
 
 
 def probe_shapes(divisor: Sequence[int]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
@@ -128,7 +237,7 @@ def fit_activation_model(network: nn.Module, input_channels: int, divisor: Seque
     for shape in probe_shapes(divisor):
         x = torch.zeros((PROBE_BATCH, input_channels, *shape))
         try:
-            probes.append((shape, saved_tensor_bytes(network, x, loss_fn) // PROBE_BATCH))
+            probes.append((shape, activation_bytes(network, x, loss_fn) // PROBE_BATCH))
         except Exception as error:  # a network that cannot run the probe must say so here, not deep in torch
             raise RuntimeError(f"memory probe: {type(network).__name__} failed on an input of shape "
                                f"{tuple(x.shape)} (divisor {tuple(divisor)}): {error}") from error
