@@ -1,6 +1,11 @@
-"""Per-sample augmentation time of nnU-Net's training pipeline with and without STS-Net amplification.
+"""Per-sample time of our augmentations, single-threaded like nnU-Net's loader workers (figures in the docs).
 
-``python -m nnunet_ext.benchmarks.amplification_speed`` builds nnU-Net's default training transforms
+``python -m nnunet_ext.benchmark.augmentation_speed rss --shape 1 128 128 128 [--nnunet-patch-size ...]``:
+Region Specific Scaling on one sample with a centred cube of foreground, per axis, every axis, and the
+paper's setting; optionally nnU-Net's own default training pipeline on the same crop, for scale
+(docs/rss.md).
+
+``python -m nnunet_ext.benchmark.augmentation_speed amplification`` builds nnU-Net's default training transforms
 (nnUNetTrainer.get_training_transforms, as get_dataloaders calls it) and the same pipeline with the
 amplification behind the spatial transform (SmallLesionAmplification, method 4), feeds both the loader's
 oversized crop of
@@ -17,7 +22,7 @@ import json
 import os
 import platform
 import time
-from typing import Dict, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +33,21 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_ext.training.amplification import SmallLesionAmplification
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.transforms.amplification import AMPLIFY_KEY, build_amplification_transform
+from nnunet_ext.transforms.rss import RegionSpecificScaling
 
 ORGAN, LESION = 1, 2
+
+
+def transform_seconds(transform: Callable, image: torch.Tensor, seg: torch.Tensor, calls: int,
+                      **extra) -> List[float]:
+    """Seconds of each of ``calls`` calls on fresh copies of one sample (copying is not timed)."""
+    times = []
+    for _ in range(calls):
+        img, sg = image.clone(), seg.clone()
+        start = time.perf_counter()
+        transform(image=img, segmentation=sg, **extra)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 class _AmplifiedPipeline(SmallLesionAmplification, ExtTrainer):
@@ -96,23 +114,59 @@ def time_operations(patch_size: Sequence[int], lesion_radius: float, repeats: in
     names = ["vertical flip", "horizontal flip", "border crop", "horizontal flip + border crop", "centre crop"]
     out = {}
     for name, op in zip(names, build_amplification_transform(4, LESION).operations):
-        times = []
-        for _ in range(repeats):
-            img, sg = image.clone(), seg.clone()
-            start = time.perf_counter()
-            op(image=img, segmentation=sg)
-            times.append(time.perf_counter() - start)
-        out[name] = float(np.median(times))
+        out[name] = float(np.median(transform_seconds(op, image, seg, repeats)))
     return out
+
+
+def rss_speed(shape: Sequence[int], repeats: int = 20, nnunet_patch_size: Optional[Sequence[int]] = None,
+              seed: int = 0) -> Dict[str, float]:
+    """Milliseconds per sample of RSS on ``shape`` (channels first) with a centred cube of foreground; with
+    ``nnunet_patch_size``, also nnU-Net's own default training pipeline on the same crop, for scale."""
+    torch.set_num_threads(1)
+    np.random.seed(seed)
+    image = torch.randn(*shape)
+    seg = torch.zeros((1, *shape[1:]), dtype=torch.int16)
+    seg[(0, *(slice(s // 4, 3 * s // 4) for s in shape[1:]))] = 1
+
+    def median_ms(transform, calls):
+        transform(image=image.clone(), segmentation=seg.clone())  # warm-up
+        return 1000 * float(np.median(transform_seconds(transform, image, seg, calls)))
+
+    def mean_ms(transform, calls):
+        return 1000 * float(np.mean(transform_seconds(transform, image, seg, calls)))
+
+    result = {}
+    for axis in range(len(shape) - 1):
+        result[f"one axis ({axis}), median"] = median_ms(RegionSpecificScaling(p_per_axis=1.0, axes=(axis,)), repeats)
+    result["every axis (p_per_axis=1), median"] = median_ms(RegionSpecificScaling(p_per_axis=1.0), repeats)
+    result["paper setting, mean over samples"] = mean_ms(RegionSpecificScaling(), 10 * repeats)
+    if nnunet_patch_size is not None:
+        dim = len(nnunet_patch_size)
+        rotation = (-np.pi / 6, np.pi / 6) if dim == 3 else (-np.pi, np.pi)  # nnU-Net's defaults
+        pipeline = nnUNetTrainer.get_training_transforms(tuple(nnunet_patch_size), rotation, None,
+                                                         tuple(range(dim)), False, foreground_labels=[1])
+        result[f"nnU-Net default pipeline to patch {tuple(nnunet_patch_size)}, mean"] = mean_ms(pipeline, repeats)
+    return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats-3d", type=int, default=20)
-    parser.add_argument("--repeats-2d", type=int, default=60)
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--operations-only", action="store_true", help="only time each operation alone")
+    sub = parser.add_subparsers(dest="augmentation", required=True)
+    rss = sub.add_parser("rss", help="Region Specific Scaling on one sample (C, X, Y[, Z])")
+    rss.add_argument("--shape", type=int, nargs="+", required=True, help="image shape incl. channels, e.g. 1 128 128 128")
+    rss.add_argument("--repeats", type=int, default=20)
+    rss.add_argument("--nnunet-patch-size", type=int, nargs="+", default=None,
+                     help="also time nnU-Net's default training pipeline cropping to this patch size")
+    amp = sub.add_parser("amplification", help="nnU-Net's pipeline with and without STS-Net amplification")
+    amp.add_argument("--repeats-3d", type=int, default=20)
+    amp.add_argument("--repeats-2d", type=int, default=60)
+    amp.add_argument("--json", help="also write the results here")
+    amp.add_argument("--operations-only", action="store_true", help="only time each operation alone")
     args = parser.parse_args(argv)
+    if args.augmentation == "rss":
+        for name, ms in rss_speed(args.shape, args.repeats, args.nnunet_patch_size).items():
+            print(f"{tuple(args.shape)} {name}: {ms:.1f} ms")
+        return 0
     torch.set_num_threads(1)
     np.random.seed(0)
     torch.manual_seed(0)
