@@ -78,9 +78,12 @@ class _Trainer:
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cpu")):
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1000, 250, 50
-        self.save_every, self.current_epoch, self.log = 50, 0, []
+        self.save_every, self.current_epoch, self.log, self.saved = 50, 0, [], []
+        self.device = torch.device("meta")  # a named short schedule also reads the device (CPU thread count)
 
-    def on_epoch_end(self):
+    def on_epoch_end(self):  # nnU-Net's checkpoint rule, then the epoch count
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.saved.append(self.current_epoch + 1)  # the epoch a resume starts from
         self.current_epoch += 1
 
     def perform_actual_validation(self, save_probabilities=False):
@@ -115,10 +118,11 @@ def test_short_schedule_refuses_bad_lengths(attribute, value):
 
 def test_short_schedule_stops_on_purpose_after_the_epoch_it_is_told(monkeypatch):
     monkeypatch.delenv(STOP_ENV, raising=False)
-    trainer = _short(stop_at_epoch=2)
+    trainer = _short(short_epochs=4, stop_at_epoch=2)
     trainer.on_epoch_end()
     with pytest.raises(SystemExit, match=r"simulated interruption before epoch 2 \(epochs 0..1 done"):
         trainer.on_epoch_end()
+    assert trainer.saved == [2]  # checkpoint_latest of epoch 1 written first (nnU-Net's own rule: every 50)
     monkeypatch.setenv(STOP_ENV, "1")  # the environment wins over the class attribute
     with pytest.raises(SystemExit, match="before epoch 1"):
         _short(stop_at_epoch=2).on_epoch_end()

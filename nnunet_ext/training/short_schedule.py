@@ -48,8 +48,8 @@ class ShortSchedule:
     ``short_val_iterations = None`` runs ``max(1, short_iterations // 5)`` validation iterations per epoch;
     ``short_save_every = None`` keeps nnU-Net's checkpoint interval (50 epochs, so in practice only the final
     checkpoint). ``stop_at_epoch = k`` (or env ``NNUNET_EXT_STOP_AT_EPOCH=k``, which wins) simulates a run
-    killed once epochs 0..k-1 are done and their checkpoint_latest is written (with ``short_save_every = 1``),
-    so that ``nnUNetv2_train --c`` can be tested. ``skip_final_validation`` drops nnU-Net's sliding-window
+    killed once epochs 0..k-1 are done and their checkpoint_latest is written, so that ``nnUNetv2_train --c``
+    can be tested (with any trainer, by name too). ``skip_final_validation`` drops nnU-Net's sliding-window
     validation after training (minutes on a CPU; tests that run nnUNetv2_predict need not pay for it twice).
     """
 
@@ -89,9 +89,12 @@ class ShortSchedule:
         return int(value)
 
     def on_epoch_end(self):
-        super().on_epoch_end()  # writes checkpoint_latest (every save_every epochs), then counts the epoch
         stop = self.stop_epoch()
-        if stop is not None and self.current_epoch == stop:
+        stopping = stop is not None and self.current_epoch + 1 == stop
+        if stopping:
+            self.save_every = 1  # nnU-Net writes checkpoint_latest of this epoch, so `--c` resumes after it
+        super().on_epoch_end()  # (maybe) writes checkpoint_latest, then counts the epoch
+        if stopping:
             raise SystemExit(f"simulated interruption before epoch {stop} (epochs 0..{stop - 1} done; "
                              f"{STOP_ENV} / stop_at_epoch of {type(self).__name__})")
 
@@ -143,7 +146,7 @@ def find_base_trainer(name: str) -> Optional[Type]:
     import nnunetv2
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
-    from nnunet_ext.paths import trainers_dir
+    from nnunet_ext.workspace import trainers_dir
 
     cls = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"), name,
                                       "nnunetv2.training.nnUNetTrainer")

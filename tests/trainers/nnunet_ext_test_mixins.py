@@ -1,18 +1,9 @@
-"""Mixins the test trainers of this folder share (the schedule itself is nnunet_ext's ``ShortSchedule``).
+"""Mixins the test trainers of this folder share (their schedule is nnunet_ext's ``ShortSchedule``).
 
 nnU-Net imports every module of this folder, as a top-level module, while it looks a trainer up by name;
 this one defines no trainer, so a lookup never stops here.
 """
 import torch
-
-from nnunet_ext.training.short_schedule import ShortSchedule
-
-
-class Resumable(ShortSchedule):
-    """ShortSchedule's two epochs of two iterations with a checkpoint every epoch, so ``--c`` can be tested
-    (env ``NNUNET_EXT_STOP_AT_EPOCH`` interrupts the run)."""
-
-    short_save_every = 1
 
 
 class SmallBatch:

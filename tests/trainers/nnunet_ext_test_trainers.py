@@ -1,28 +1,27 @@
 """Test-only trainers: project trainers with a schedule short enough for CI (found via nnUNet_extTrainer)."""
 from nnunet_ext.training.short_schedule import ShortSchedule
-from nnunet_ext_test_mixins import Resumable
 from nnunet_ext_trainers.es_unet_trainers import (ESUNetDWDRSSPaperTrainer, ESUNetDWDTrainer, ESUNetDWDRSSTrainer,
                                                  UNet3PlusDWDRSSTrainer, nnUNetTrainerDWDRSS)
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
-class ESUNetDWDTrainer_test(Resumable, ESUNetDWDTrainer):
+class ESUNetDWDTrainer_test(ShortSchedule, ESUNetDWDTrainer):
     pass
 
 
-class ESUNetDWDRSSTrainer_test(Resumable, ESUNetDWDRSSTrainer):
+class ESUNetDWDRSSTrainer_test(ShortSchedule, ESUNetDWDRSSTrainer):
     pass
 
 
-class UNet3PlusDWDRSSTrainer_test(Resumable, UNet3PlusDWDRSSTrainer):
+class UNet3PlusDWDRSSTrainer_test(ShortSchedule, UNet3PlusDWDRSSTrainer):
     pass
 
 
-class nnUNetTrainerDWDRSS_test(Resumable, nnUNetTrainerDWDRSS):
+class nnUNetTrainerDWDRSS_test(ShortSchedule, nnUNetTrainerDWDRSS):
     pass
 
 
-class nnUNetTrainer_test(Resumable, nnUNetTrainer):
+class nnUNetTrainer_test(ShortSchedule, nnUNetTrainer):
     pass
 
 

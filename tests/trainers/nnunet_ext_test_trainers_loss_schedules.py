@@ -1,8 +1,7 @@
-"""Test-only loss-schedule trainers: 4 epochs x 1 iteration, a checkpoint every epoch (env
-NNUNET_EXT_STOP_AT_EPOCH=k interrupts a run once epochs 0..k-1 are done, so that ``nnUNetv2_train --c``
-can be tested). The final validation (nnU-Net's sliding-window predictor over the validation cases,
+"""Test-only loss-schedule trainers: 4 epochs x 1 iteration (env NNUNET_EXT_STOP_AT_EPOCH=k interrupts a run
+once epochs 0..k-1 are done and checkpointed, so that ``nnUNetv2_train --c`` can be tested). The final validation (nnU-Net's sliding-window predictor over the validation cases,
 minutes on a shared CPU) is skipped: the tests run nnUNetv2_predict instead."""
-from nnunet_ext.losses.schedules import DecayingDeepSupervisionSchedule
+from nnunet_ext.losses.weight_schedules import DecayingDeepSupervisionSchedule
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, DynamicLossSchedule
 from nnunet_ext.training.short_schedule import ShortSchedule
@@ -18,9 +17,9 @@ EVERY_EPOCH = DecayingDeepSupervisionSchedule(period_epochs=1)
 
 
 class _FourEpochs(ShortSchedule):
-    """Four epochs (two per phase) of one iteration, one validation iteration, a checkpoint every epoch."""
+    """Four epochs (two per phase) of one iteration, one validation iteration."""
 
-    short_epochs, short_iterations, short_save_every, skip_final_validation = 4, 1, 1, True
+    short_epochs, short_iterations, skip_final_validation = 4, 1, True
 
 
 class nnUNetTrainerPhaseLoss_test(_FourEpochs, nnUNetTrainerPhaseLoss):
