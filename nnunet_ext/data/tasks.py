@@ -186,7 +186,7 @@ def make_organ_lesion(rng: np.random.Generator, shape: Sequence[int], spacing: S
 TASKS: Dict[str, Task] = {t.name: t for t in (
     Task("hecktor", make_hecktor, HECKTOR_LABELS, {"0": "CT", "1": "PET"}, (20, 48, 48), (3.0, 2.0, 2.0),
          "head-and-neck CT + PET: primary tumour and small nodes, PET-avid distractors (study A)"),
-    Task("small_targets", make_small_targets, SMALL_TARGET_LABELS, {"0": "MR"}, (64, 64), (0.5, 0.5),
+    Task("small_targets", make_small_targets, SMALL_TARGET_LABELS, {"0": "MR"}, (48, 48), (0.5, 0.5),
          "2D slices with tiny lesions among vessel-like distractors, low prevalence (study B)"),
     Task("organ_lesion", make_organ_lesion, ORGAN_LESION_LABELS, {"0": "CT"}, (32, 80, 80), (4.0, 1.5, 1.5),
          "organ + small low-contrast lesions in a large anisotropic field of view (study C)"),

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Study A (issue 11, docs/benchmarks/study_a_es_unet): the ES-UNet paper's claims on a HECKTOR-like CT + PET task.
+# Vanilla nnU-Net (3d_fullres) against ES-UNet, DWD, RSS, ES-UNet + DWD + RSS, UNet 3+ and the ResEnc preset
+# nearest in memory, 3 folds, each arm on nnU-Net's own plans, scored on the validation cases.
+#   bash scripts/studies/study_a_es_unet.sh [WORKDIR]          # resumes if re-run
+#   STUDY_SIZE=tiny bash scripts/studies/study_a_es_unet.sh      # the same command at toy size (CI)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/studies/common.sh
+study_args study_a_es_unet "${1:-}" \
+    --cases 45 -f 0 1 2 --epochs 15 --iterations 10 --val-iterations 2
+run_study -d 802 --task hecktor -c 3d_fullres --resenc nearest \
+    -tr ESUNetTrainer nnUNetTrainerDWD nnUNetTrainerRSS ESUNetDWDRSSTrainer UNet3PlusTrainer
