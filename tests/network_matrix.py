@@ -16,6 +16,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from hand_plans import configuration_manager, plain_unet_architecture
+
 from nnunet_ext_trainers.dlkunet_trainers import DLKUNetLTrainer, DLKUNetMTrainer, DLKUNetSTrainer
 from nnunet_ext_trainers.elanres_trainers import ELANResMSCAUNetTrainer
 from nnunet_ext_trainers.es_unet_trainers import ESUNetTrainer, UNet3PlusTrainer
@@ -27,27 +29,13 @@ PATCH_3D = [8, 16, 16]
 PATCH_2D = [32, 32]
 
 
-def plain_unet_architecture(dim: int, strides, kernels, features) -> dict:
-    """The ``architecture`` entry nnU-Net's planner writes (PlainConvUNet, instance norm, LeakyReLU)."""
-    conv, norm = ("Conv3d", "InstanceNorm3d") if dim == 3 else ("Conv2d", "InstanceNorm2d")
-    return {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": len(strides), "features_per_stage": features, "conv_op": f"torch.nn.{conv}",
-                            "kernel_sizes": kernels, "strides": strides, "n_conv_per_stage": [2] * len(strides),
-                            "n_conv_per_stage_decoder": [2] * (len(strides) - 1), "conv_bias": True,
-                            "norm_op": f"torch.nn.{norm}", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-                            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
-
-
 def configuration_3d(n_stages: int = 3) -> ConfigurationManager:
     """Anisotropic like a CT plan (first stride in-plane only); 5 stages for DLKUNet's S/M/L depths (3/4/5),
     3 elsewhere (compile time grows with the graph, ES-UNet's quadratically with the stages)."""
     strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1]][:n_stages]
     kernels = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]][:n_stages]
-    return ConfigurationManager({"patch_size": PATCH_3D, "spacing": [3.0, 1.0, 1.0], "batch_dice": False,
-                                 "architecture": plain_unet_architecture(3, strides, kernels,
-                                                                         [4, 8, 8, 16, 16][:n_stages])})
+    return configuration_manager(PATCH_3D, strides, kernels, [4, 8, 8, 16, 16][:n_stages], spacing=[3.0, 1.0, 1.0],
+                                 batch_dice=False)
 
 
 def configuration_3d_deep() -> ConfigurationManager:
@@ -56,8 +44,7 @@ def configuration_3d_deep() -> ConfigurationManager:
 
 def configuration_2d() -> ConfigurationManager:
     strides = [[1, 1], [2, 2], [2, 2]]
-    return ConfigurationManager({"patch_size": PATCH_2D, "spacing": [1.0, 1.0], "batch_dice": True,
-                                 "architecture": plain_unet_architecture(2, strides, [[3, 3]] * 3, [4, 8, 16])})
+    return configuration_manager(PATCH_2D, strides, [[3, 3]] * 3, [4, 8, 16], spacing=[1.0, 1.0], batch_dice=True)
 
 
 def configuration_25d() -> ConfigurationManager:
@@ -126,7 +113,6 @@ def trainer_loss(trainer_class, regions: bool, epoch: int = 0, ddp: bool = False
     (background + one class) or two regions, batch Dice on as nnU-Net's 3d_fullres plans have it."""
     trainer = trainer_class.__new__(trainer_class)  # only what the loss hooks read
     trainer.label_manager = LabelManager(REGIONS, [1, 2]) if regions else LabelManager(LABELS, None)
-    trainer.configuration_manager = ConfigurationManager(
-        {"batch_dice": True, "architecture": plain_unet_architecture(3, [[1, 1, 1]], [[3, 3, 3]], [4])})
+    trainer.configuration_manager = configuration_manager(PATCH_3D, [[1, 1, 1]], [[3, 3, 3]], [4], batch_dice=True)
     trainer.is_ddp, trainer.current_epoch, trainer.num_epochs = ddp, epoch, 10
     return trainer.build_segmentation_loss()

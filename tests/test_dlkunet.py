@@ -3,8 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
-
+from hand_plans import configuration_manager
 from nnunet_ext.network_cost import count_parameters
 from nnunet_ext.training.dlkunet import DLKUNetArchitecture, check_patch_divisible, output_scales
 from nnunet_ext_architectures.dlkunet import (PAPER_PARAMS_M, DLKUNet, EBlock, LargeKernelAttention,
@@ -14,15 +13,6 @@ from nnunet_ext_architectures.dlkunet import (PAPER_PARAMS_M, DLKUNet, EBlock, L
 # Relative tolerance against Table 1 (documented in docs/dlkunet.md): our count includes the 1x1
 # deep-supervision heads (< 0.3 %), the paper rounds to 0.01 M.
 TABLE1_TOLERANCE = 0.05
-
-
-def configuration(patch, strides, kernels, features):
-    return ConfigurationManager({
-        "patch_size": patch, "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": len(strides), "features_per_stage": features, "kernel_sizes": kernels,
-                            "strides": strides, "conv_op": "torch.nn.modules.conv.Conv3d"},
-            "_kw_requires_import": ["conv_op"]}})
 
 
 @pytest.mark.parametrize("preset", ["S", "M", "L"])
@@ -121,8 +111,8 @@ def test_bad_input_raises_named_errors():
 
 
 def test_kwargs_from_configuration_follow_the_plans_and_presets():
-    cm = configuration([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
-                       [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]], [32, 64, 128, 256])
+    cm = configuration_manager([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+                               [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]], [32, 64, 128, 256])
     kw = dlkunet_kwargs_from_configuration(cm, max_stages=3)
     assert kw["n_stages"] == 3 and kw["features_per_stage"] == [32, 64, 128]
     assert kw["strides"] == [[1, 1, 1], [1, 2, 2], [2, 2, 2]] and kw["conv_op"] == "torch.nn.modules.conv.Conv3d"
@@ -136,10 +126,10 @@ def test_trainer_mixin_uses_preset_on_2d_and_capped_plans_on_3d():
     class Mixin(DLKUNetArchitecture):
         dlkunet_preset = "M"
 
-    cm2d = configuration([64, 64], [[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5, [32, 64, 128, 256, 512])
+    cm2d = configuration_manager([64, 64], [[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5, [32, 64, 128, 256, 512])
     assert Mixin.dlkunet_kwargs(cm2d)["features_per_stage"] == [96, 192, 384, 768]
-    cm3d = configuration([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-                         [[1, 3, 3]] + [[3, 3, 3]] * 4, [32, 64, 128, 256, 320])
+    cm3d = configuration_manager([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                                 [[1, 3, 3]] + [[3, 3, 3]] * 4, [32, 64, 128, 256, 320])
     kw = Mixin.dlkunet_kwargs(cm3d)
     assert kw["n_stages"] == 4 and kw["features_per_stage"] == [32, 64, 128, 256]
     assert output_scales(kw["strides"]) == [[1.0, 1.0, 1.0], [1.0, 0.5, 0.5], [0.5, 0.25, 0.25]]

@@ -3,8 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
-
+from hand_plans import configuration_manager
 from nnunet_ext_architectures.elanres_msca_unet import (MSCA, ELANResMSCAUNet, MSCABlock, RepConvBN, clip_length,
                                                         elanres_kwargs_from_configuration, fold_batchnorm,
                                                         pad_kernel_to)
@@ -184,10 +183,7 @@ def test_forward_shapes_3d_anisotropic_with_deep_supervision():
 
 
 def test_kwargs_from_configuration_and_bad_input():
-    cm = ConfigurationManager({"patch_size": [16, 48, 48], "architecture": {
-        "network_class_name": "x", "_kw_requires_import": [],
-        "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "kernel_sizes": [[1, 3, 3]] + [[3] * 3] * 2,
-                        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}}})
+    cm = configuration_manager([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [[1, 3, 3]] + [[3] * 3] * 2, [8, 16, 32])
     kw = elanres_kwargs_from_configuration(cm, msca_axes="inplane")
     assert kw["patch_size"] == [16, 48, 48] and kw["strides"][1] == [1, 2, 2]
     net = ELANResMSCAUNet(1, 2, True, **kw)

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
-
+from hand_plans import configuration_manager
 from nnunet_ext.network_cost import conv_flops, count_flops, count_parameters, measure
 from nnunet_ext.registry import entries
 from nnunet_ext.training.base import ExtTrainer
@@ -193,18 +192,7 @@ def test_paper_presets_macs_match_table9(variant):
 
 
 # ------------------------------------------------------------------------------------------ nnU-Net glue
-def configuration(patch, strides, kernels, features, arch=None):
-    arch = arch or {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {"n_stages": len(strides), "features_per_stage": features, "kernel_sizes": kernels,
-                        "strides": strides, "conv_op": "torch.nn.modules.conv.Conv3d", "n_conv_per_stage": 2,
-                        "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                        "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": "torch.nn.LeakyReLU"},
-        "_kw_requires_import": ["conv_op", "norm_op", "nonlin"]}
-    return ConfigurationManager({"patch_size": patch, "architecture": arch})
-
-
-STOCK = dict(patch=[4, 8, 8], strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+STOCK = dict(patch_size=[4, 8, 8], strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
              features=[4, 8, 16])
 
 
@@ -221,7 +209,7 @@ class ESBaseTrainer(ESTrainer):
 
 
 def test_kwargs_from_stock_configuration_are_json_and_follow_the_stage_layout():
-    arch = es_unet_kwargs_from_configuration(configuration(**STOCK))
+    arch = es_unet_kwargs_from_configuration(configuration_manager(**STOCK))
     json.dumps(arch)
     assert arch["network_class_name"] == "nnunet_ext_architectures.es_unet.ESUNet"
     kw = arch["arch_kwargs"]
@@ -233,25 +221,25 @@ def test_kwargs_from_stock_configuration_are_json_and_follow_the_stage_layout():
 
 def test_kwargs_from_configuration_reject_bad_layouts():
     with pytest.raises(ValueError, match="not divisible by the total stride"):
-        es_unet_kwargs_from_configuration(configuration(**dict(STOCK, patch=[4, 8, 10])))
+        es_unet_kwargs_from_configuration(configuration_manager(**dict(STOCK, patch_size=[4, 8, 10])))
     with pytest.raises(ValueError, match="n_stages >= 2"):
-        es_unet_kwargs_from_configuration(configuration([8, 8, 8], [[1, 1, 1]], [[3, 3, 3]], [4]))
+        es_unet_kwargs_from_configuration(configuration_manager([8, 8, 8], [[1, 1, 1]], [[3, 3, 3]], [4]))
     with pytest.raises(ValueError, match="variant"):
-        es_unet_kwargs_from_configuration(configuration(**STOCK), variant="unet4")
+        es_unet_kwargs_from_configuration(configuration_manager(**STOCK), variant="unet4")
 
 
 @pytest.mark.parametrize("trainer, cls, n_out", [(ESTrainer, ESUNet, 4), (U3Trainer, UNet3Plus, 3)])
 def test_mixins_build_from_stock_plans(trainer, cls, n_out):
-    net = trainer.build_network_architecture(None, configuration(**STOCK), 2, 3, True)
+    net = trainer.build_network_architecture(None, configuration_manager(**STOCK), 2, 3, True)
     assert type(net) is cls and isinstance(net.decoder.stages["0"].fuse.norm, nn.InstanceNorm3d)
     out = net(torch.randn(1, 2, 4, 8, 8))
     assert len(out) == n_out and all(o.shape == (1, 3, 4, 8, 8) for o in out)
 
 
 def test_mixin_builds_from_our_plans_kwargs_and_its_skip_attribute_wins():
-    arch = es_unet_kwargs_from_configuration(configuration(**STOCK))
+    arch = es_unet_kwargs_from_configuration(configuration_manager(**STOCK))
     arch["arch_kwargs"]["wide_same_level_stages"] = 0
-    cm = configuration(STOCK["patch"], STOCK["strides"], None, None, arch=arch)
+    cm = configuration_manager(STOCK["patch_size"], architecture=arch)
     net = ESBaseTrainer.build_network_architecture(None, cm, 1, 2, False)
     assert net.config.wide_same_level_stages == 0 and net.config.skip_connections == "base"
     with pytest.raises(ValueError, match="names nnunet_ext_architectures.es_unet.ESUNet"):
@@ -261,7 +249,7 @@ def test_mixin_builds_from_our_plans_kwargs_and_its_skip_attribute_wins():
 @pytest.mark.parametrize("trainer, n_out", [(ESTrainer, 4), (U3Trainer, 3)])
 def test_deep_supervision_targets_are_full_resolution_and_equally_weighted(trainer, n_out):
     t = trainer.__new__(trainer)  # only the attributes the hooks read
-    t.configuration_manager = configuration(**STOCK)
+    t.configuration_manager = configuration_manager(**STOCK)
     t.enable_deep_supervision = True
     assert t._get_deep_supervision_scales() == [[1.0, 1.0, 1.0]] * n_out
     np.testing.assert_allclose(t.deep_supervision_weights(), [1 / n_out] * n_out)
@@ -275,16 +263,16 @@ def test_networks_are_in_the_catalogue():
 
 
 def test_max_stages_keeps_the_finest_stages_of_the_plans():
-    arch = es_unet_kwargs_from_configuration(configuration(**STOCK), max_stages=2)["arch_kwargs"]
+    arch = es_unet_kwargs_from_configuration(configuration_manager(**STOCK), max_stages=2)["arch_kwargs"]
     assert arch["n_stages"] == 2 and arch["features_per_stage"] == [4, 8]
     assert arch["strides"] == [[1, 1, 1], [1, 2, 2]] and arch["kernel_sizes"] == [[1, 3, 3], [3, 3, 3]]
 
     class TwoLevelES(ESTrainer):
         max_stages = 2
 
-    net = TwoLevelES.build_network_architecture(None, configuration(**STOCK), 1, 3, True)
+    net = TwoLevelES.build_network_architecture(None, configuration_manager(**STOCK), 1, 3, True)
     assert net.config.n_stages == 2 and net.num_outputs == 3  # mean + two heads
     with pytest.raises(ValueError, match="max_stages must be >= 2"):
-        es_unet_kwargs_from_configuration(configuration(**STOCK), max_stages=1)
+        es_unet_kwargs_from_configuration(configuration_manager(**STOCK), max_stages=1)
     with pytest.raises(ValueError, match="ES-UNet only"):
-        es_unet_kwargs_from_configuration(configuration(**STOCK), variant="unet3plus", head_fusion="softmax")
+        es_unet_kwargs_from_configuration(configuration_manager(**STOCK), variant="unet3plus", head_fusion="softmax")

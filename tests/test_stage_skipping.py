@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hand_plans import configuration_manager
 from nnunet_ext_architectures.stage_skipping_segmentor import (
     SEGMENTOR_CLASS, StageSkippingSegmentor, first_active_stage, paper_threshold_index, spacing_based_strides,
     stage_skipping_kwargs_from_configuration)
@@ -93,37 +94,28 @@ def test_bad_configuration_is_named():
         _net()(torch.randn(1, 1, 16, 16))
 
 
-class _Configuration:
-    """The attributes of nnU-Net's ConfigurationManager the builder and the mixin read."""
-
-    def __init__(self, patch_size, spacing):
-        self.patch_size, self.spacing = patch_size, spacing
-        self.network_arch_class_name = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-        self.network_arch_init_kwargs, self.network_arch_init_kwargs_req_import = {}, []
-
-
 def test_plans_entry_and_trainer_mixin_scales_and_weights():
     from nnunet_ext_trainers.stage_skipping_trainers import StageSkippingSegmentorTrainer
 
-    entry = stage_skipping_kwargs_from_configuration(_Configuration([16, 48, 48], [3.0, 1.0, 1.0]))
+    entry = stage_skipping_kwargs_from_configuration(configuration_manager([16, 48, 48], spacing=[3.0, 1.0, 1.0]))
     assert entry["network_class_name"] == SEGMENTOR_CLASS
     assert entry["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 256]
     trainer = object.__new__(StageSkippingSegmentorTrainer)
     trainer.enable_deep_supervision, trainer.is_ddp = True, False
     trainer._do_i_compile = lambda: False
-    trainer.configuration_manager = _Configuration([16, 48, 48], [3.0, 1.0, 1.0])
+    trainer.configuration_manager = configuration_manager([16, 48, 48], spacing=[3.0, 1.0, 1.0])
     assert trainer._get_deep_supervision_scales() == [[1.0, 1.0, 1.0], [0.5, 0.5, 0.5]]
     # nnU-Net's rule for two outputs: [1, 1/2] with the last set to 0 -> [1, 0]
     np.testing.assert_allclose(trainer.deep_supervision_weights(), [1.0, 0.0])
     # patch (32, 64, 64): r = 1 -> four outputs -> [1, 1/2, 1/4, 0] / 1.75
-    trainer.configuration_manager = _Configuration([32, 64, 64], [3.0, 1.0, 1.0])
+    trainer.configuration_manager = configuration_manager([32, 64, 64], spacing=[3.0, 1.0, 1.0])
     assert len(trainer._get_deep_supervision_scales()) == 4
     np.testing.assert_allclose(trainer.deep_supervision_weights(), np.array([1, 0.5, 0.25, 0]) / 1.75)
     # patch (8, 16, 16): r = 4 -> one output, weight 1 (nnU-Net's rule would give 0 / 0)
-    trainer.configuration_manager = _Configuration([8, 16, 16], [3.0, 1.0, 1.0])
+    trainer.configuration_manager = configuration_manager([8, 16, 16], spacing=[3.0, 1.0, 1.0])
     np.testing.assert_allclose(trainer.deep_supervision_weights(), [1.0])
     network = StageSkippingSegmentorTrainer.build_network_architecture(
-        None, _Configuration([16, 48, 48], [3.0, 1.0, 1.0]), 2, 3, True)
+        None, configuration_manager([16, 48, 48], spacing=[3.0, 1.0, 1.0]), 2, 3, True)
     assert isinstance(network, StageSkippingSegmentor) and network.config.n_stages == 5
 
 
@@ -135,23 +127,12 @@ def test_plans_on_a_tiny_phantom_name_the_memory_budget_that_works():
 
     from nnunet_ext.planning.arch_plans import PLANNABLE, BudgetTooSmall, fit_configuration
     from nnunet_ext.planning.memory import GB
-    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-    cm = ConfigurationManager({
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": [16, 32, 32], "median_image_size_in_voxels": [16.0, 32.0, 32.0], "spacing": [3.0, 1.0, 1.0],
-        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                         "arch_kwargs": {"n_stages": 4, "features_per_stage": [32, 64, 128, 256],
-                                         "conv_op": "torch.nn.modules.conv.Conv3d",
-                                         "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
-                                         "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
-                                         "n_conv_per_stage": [2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2],
-                                         "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                                         "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                                         "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                                         "nonlin_kwargs": {"inplace": True}},
-                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}})
+    cm = configuration_manager([16, 32, 32], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+                               [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]], [32, 64, 128, 256], batch_size=2,
+                               data_identifier="nnUNetPlans_3d_fullres", preprocessor_name="DefaultPreprocessor",
+                               median_image_size_in_voxels=[16.0, 32.0, 32.0], spacing=[3.0, 1.0, 1.0],
+                               normalization_schemes=["CTNormalization"], use_mask_for_norm=[False])
     plan = PLANNABLE["StageSkippingSegmentor"]
     with pytest.raises(BudgetTooSmall) as error:
         fit_configuration(plan, "3d_fullres", cm, 1, 3)
