@@ -183,7 +183,8 @@ def test_forward_shapes_3d_anisotropic_with_deep_supervision():
 
 
 def test_kwargs_from_configuration_and_bad_input():
-    cm = configuration_manager([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [[1, 3, 3]] + [[3] * 3] * 2, [8, 16, 32])
+    cm = configuration_manager([16, 48, 48], [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [[1, 3, 3]] + [[3] * 3] * 2,
+                               [8, 16, 32])
     kw = elanres_kwargs_from_configuration(cm, msca_axes="inplane")
     assert kw["patch_size"] == [16, 48, 48] and kw["strides"][1] == [1, 2, 2]
     net = ELANResMSCAUNet(1, 2, True, **kw)
