@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -354,7 +355,7 @@ def main(argv=None) -> int:
     if args.generate:
         _generate_and_plan(args.dataset)
     folder = preprocessed_dataset_folder(args.dataset)
-    command = "python -m nnunet_ext.benchmark.real_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m nnunet_ext.benchmark.real_scale " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = []
     for name in args.trainers:
         spec = {"preprocessed": str(folder), "plans_name": args.plans, "configuration": args.configuration,
