@@ -32,7 +32,8 @@ def dotted(cls):
 def test_each_mixin_knows_its_network_and_refuses_another_of_ours(mixin):
     assert mixin.plans_name_this_network(configuration(dotted(mixin.network_class)))
     assert not mixin.plans_name_this_network(configuration(PLAIN))
-    other = next(c for c in (pydoc.locate(e.dotted_path) for e in entries("architecture")) if c is not mixin.network_class)
+    ours = [pydoc.locate(e.dotted_path) for e in entries("architecture")]
+    other = next(c for c in ours if c is not mixin.network_class)
     with pytest.raises(ValueError, match=f"{mixin.__name__} builds {mixin.network_class.__name__}, but the plans"):
         mixin.plans_name_this_network(configuration(dotted(other)))
 

@@ -58,8 +58,8 @@ def test_old_paths_work_in_a_fresh_process_with_every_import_form():
             "print(json.dumps([a is b, demo.__name__, trainers_dir.__module__, CostRequest.__module__, "
             "PhaseDiceCESchedule.__module__, NnUNetPaths.__name__]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == [True, "nnunet_ext.benchmark.demo", "nnunet_ext.workspace", "nnunet_ext.benchmark.cost_job",
-                               "nnunet_ext.losses.weight_schedules", "NnUNetFolders"]
+    assert json.loads(out) == [True, "nnunet_ext.benchmark.demo", "nnunet_ext.workspace",
+                               "nnunet_ext.benchmark.cost_job", "nnunet_ext.losses.weight_schedules", "NnUNetFolders"]
 
 
 def test_an_unknown_old_name_still_fails_as_python_does():

@@ -1,10 +1,10 @@
 """DLKUNet trainers: the paper's S / M / L networks (2d configuration) or their plans-driven depth (3d).
 
 ``DLKUNet{S,M,L}Trainer`` swap only the network; ``...PhaseLoss`` / ``...DynamicLoss`` add the paper's
-Dice/CE weight schedules (Eq. 10-13), also on nnU-Net's own network (``nnUNetTrainerPhaseLoss`` ...); ``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and
-augmentation. ``DLKUNetPlansTrainer`` follows nnU-Net's plans for depth as well. ``...PaperSchedule...``
-use the paper's optimiser (Adam 1e-3, weight decay 1e-5, x0.9 / 20 epochs, 1e-5 from epoch 200, 400 epochs).
-docs/dlkunet.md.
+Dice/CE weight schedules (Eq. 10-13), also on nnU-Net's own network (``nnUNetTrainerPhaseLoss`` ...);
+``...DWD...`` / ``...RSS...`` add the ES-UNet paper's loss and augmentation. ``DLKUNetPlansTrainer`` follows
+nnU-Net's plans for depth as well. ``...PaperSchedule...`` use the paper's optimiser (Adam 1e-3, weight decay
+1e-5, x0.9 / 20 epochs, 1e-5 from epoch 200, 400 epochs). docs/dlkunet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.checkpointing import NoActivationCheckpointing

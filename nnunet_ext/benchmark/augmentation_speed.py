@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="augmentation", required=True)
     rss = sub.add_parser("rss", help="Region Specific Scaling on one sample (C, X, Y[, Z])")
-    rss.add_argument("--shape", type=int, nargs="+", required=True, help="image shape incl. channels, e.g. 1 128 128 128")
+    rss.add_argument("--shape", type=int, nargs="+", required=True,
+                     help="image shape incl. channels, e.g. 1 128 128 128")
     rss.add_argument("--repeats", type=int, default=20)
     rss.add_argument("--nnunet-patch-size", type=int, nargs="+", default=None,
                      help="also time nnU-Net's default training pipeline cropping to this patch size")

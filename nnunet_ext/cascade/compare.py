@@ -179,7 +179,7 @@ def format_rows(rows: List[Dict]) -> str:
 @dataclass(frozen=True)
 class PipelineJob:
     """compare_pipelines as one benchmark job (picklable for submitit, like the benchmark's cost job)."""
-    folders: object  # nnunet_ext.benchmark.runner.WorkspaceFolders
+    folders: object  # nnunet_ext.benchmark.spec.WorkspaceFolders
     dataset_id: int
     cascade_id: int
     detector_stage2_id: int

@@ -26,8 +26,7 @@ def _key_value(text: str):
 
 def add_parser(subparsers):
     from nnunet_ext.benchmark.ablations import ABLATIONS
-    from nnunet_ext.benchmark.runner import (EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS,
-                                             BenchmarkConfig)
+    from nnunet_ext.benchmark.spec import EVAL_SETS, EXECUTORS, RESENC_NEAREST, RESENC_PRESETS, BenchmarkConfig
     from nnunet_ext.commands.arguments import DEVICE_HELP, non_negative_int, positive_float, positive_int
     from nnunet_ext.data.tasks import TASKS
     from nnunet_ext.dataset_names import dataset_arg, dataset_id_arg
