@@ -18,6 +18,7 @@ MOVED = {
     "nnunet_ext.demo": "nnunet_ext.benchmark.demo",
     "nnunet_ext.paths": "nnunet_ext.workspace",
     "nnunet_ext.losses.schedules": "nnunet_ext.losses.weight_schedules",
+    "nnunet_ext.benchmark.evaluation": "nnunet_ext.benchmark.case_scores",
     "nnunet_ext.benchmarks": "nnunet_ext.benchmark",
     "nnunet_ext.benchmarks.amplification_speed": "nnunet_ext.benchmark.augmentation_speed",
 }

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_ext.benchmark.evaluation import MEAN_CLASS, case_rows
+from nnunet_ext.benchmark.case_scores import MEAN_CLASS, case_rows
 from nnunet_ext.evaluation.metrics import binary_metrics, case_metrics, foreground_classes
 
 

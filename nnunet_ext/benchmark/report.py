@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess
-from nnunet_ext.benchmark.evaluation import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
+from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
 from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders,
                                        training_timing)
 from nnunet_ext.benchmark.stats import ALPHA, bootstrap_ci, holm_adjust, paired_wilcoxon

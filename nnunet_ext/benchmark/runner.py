@@ -35,7 +35,7 @@ def is_finished(spec: RunSpec, ws: NnUNetWorkspace) -> bool:
 
 def execute_run(spec: RunSpec) -> dict:
     """Train (or resume), predict and score one (arm, fold). The function each submitit job runs."""
-    from nnunet_ext.benchmark.evaluation import case_rows
+    from nnunet_ext.benchmark.case_scores import case_rows
 
     ws = spec.folders.open()
     folder = spec.fold_folder(ws)
