@@ -19,7 +19,7 @@ import numpy as np
 
 from nnunet_ext.evaluation.metrics import case_metrics, foreground_classes, read_segmentation
 from nnunet_ext.progress import RunProgress, line_writer, log_name
-from nnunet_ext.training.schedule import TIMING_FILE, short_schedule_name
+from nnunet_ext.training.short_schedule import TIMING_FILE, short_schedule_name
 from nnunet_ext.workspace import NnUNetWorkspace
 
 

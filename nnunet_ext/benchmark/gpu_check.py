@@ -195,7 +195,7 @@ def run_table9(config: CheckConfig) -> List[dict]:
 
 # ------------------------------------------------------------------------------------------------ trainings
 def trainer_name(base: str, config: CheckConfig) -> str:
-    from nnunet_ext.training.schedule import short_schedule_name
+    from nnunet_ext.training.short_schedule import short_schedule_name
 
     name = short_schedule_name(base, 1, config.iterations, config.val_iterations)
     return name + COMPILED_SUFFIX if config.force_compile else name

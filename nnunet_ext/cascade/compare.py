@@ -193,7 +193,7 @@ def benchmark_pipeline_job(cfg, folders, eval_set: str, workdir) -> PipelineJob:
     Both nnU-Net trainers get the benchmark's schedule name, so ``single_stage`` (and the cascade's stage 1)
     is the benchmark's own nnUNetTrainer fold-0 model when fold 0 is benchmarked (not trained twice).
     """
-    from nnunet_ext.training.schedule import short_schedule_name
+    from nnunet_ext.training.short_schedule import short_schedule_name
 
     if eval_set != "test":
         raise ValueError("--pipelines compares on the held-out cases: the dataset needs imagesTs and labelsTs "
