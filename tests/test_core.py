@@ -162,6 +162,31 @@ def test_short_schedule_base_found_in_any_nnUNet_extTrainer_folder(tmp_path, mon
     assert find_base_trainer("ESUNetDWDTrainer") is not None  # ours is always searched
 
 
+def test_every_test_trainer_is_found_by_nnunet_in_its_own_module(monkeypatch):
+    """nnU-Net imports tests/trainers' modules alphabetically and takes the first that has the name: every test
+    trainer name is defined once, and the lookup (as nnUNetv2_train runs it) returns that class."""
+    import contextlib
+    import io
+    import re
+
+    from e2e_utils import TEST_TRAINERS
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    defined = {}
+    for module in sorted(TEST_TRAINERS.glob("*.py")):
+        for name in re.findall(r"^class (\w+)\(", module.read_text(), re.M):
+            assert name not in defined, f"{name} defined in {defined.get(name)} and {module.name}"
+            defined[name] = module.stem
+    trainers = [n for n in defined if n.endswith("_test")]
+    assert len(trainers) >= 25
+    monkeypatch.setenv("nnUNet_extTrainer", f"{trainers_dir()}:{TEST_TRAINERS}")
+    for name in trainers:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cls = recursive_find_trainer_class_by_name(name)
+        assert (cls.__name__, cls.__module__) == (name, defined[name])
+        assert issubclass(cls, ShortSchedule) and cls.check_short_schedule() is None
+
+
 def test_nnunet_deep_supervision_weights_match_nnunet_rule():
     # 4 outputs: 1, 1/2, 1/4, 0 -> normalised by 1.75
     np.testing.assert_allclose(nnunet_deep_supervision_weights(4, False, False), [1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0])
