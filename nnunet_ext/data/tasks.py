@@ -136,8 +136,8 @@ def _vessels(rng, grid, count: int, width_mm: float) -> np.ndarray:
 
 
 def make_small_targets(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float]) -> Phantom:
-    """One 2D slice: textured tissue under a bias field, 2-4 vessels, and 0-3 lesions of 0.8-3.5 px radius
-    (about 2-40 pixels). Lesion and vessel intensities overlap; only shape and context tell them apart."""
+    """One 2D slice: textured tissue under a bias field, 1-3 vessels, and 0-3 lesions of 1-3.5 px radius
+    (about 3-40 pixels). Lesion and vessel intensities overlap; only shape and context tell them apart."""
     shape, spacing = tuple(int(s) for s in shape), tuple(float(s) for s in spacing)
     if len(shape) != 2:
         raise ValueError(f"the small_targets task is 2D (y, x); got shape {shape}")
@@ -145,25 +145,25 @@ def make_small_targets(rng: np.random.Generator, shape: Sequence[int], spacing: 
     extent = np.array(shape) * np.array(spacing)
     tissue = _deformed_ellipsoid(grid, (0, 0), extent * rng.uniform(0.42, 0.48, 2),
                                  _smooth_noise(rng, shape, spacing, extent.max() / 4), 0.1)
-    vessels = _vessels(rng, grid, int(rng.integers(2, 5)), width_mm=rng.uniform(1.0, 1.8) * min(spacing)) & tissue
+    vessels = _vessels(rng, grid, int(rng.integers(1, 4)), width_mm=rng.uniform(1.0, 1.8) * min(spacing)) & tissue
     labels = np.zeros(shape, np.uint8)
     radii = []
-    allowed = ndimage.binary_erosion(tissue, iterations=4) & ~ndimage.binary_dilation(vessels, iterations=2)
+    allowed = ndimage.binary_erosion(tissue, iterations=3) & ~ndimage.binary_dilation(vessels, iterations=2)
     for _ in range(int(rng.choice([0, 1, 1, 1, 2, 3]))):  # ~1 in 6 slices has no lesion (low prevalence)
         if not allowed.any():
             break
-        radius = float(np.exp(rng.uniform(np.log(0.8), np.log(3.5)))) * min(spacing)
+        radius = float(np.exp(rng.uniform(np.log(1.0), np.log(3.5)))) * min(spacing)
         index = _random_point(rng, allowed)
         lesion = _ball(grid, _index_to_mm(index, shape, spacing), radius)
         lesion[tuple(index)] = True
         labels[lesion & tissue] = SMALL_TARGET_LABELS["lesion"]
         radii.append(radius)
 
-    image = np.where(tissue, 100.0 + 12.0 * _smooth_noise(rng, shape, spacing, 2.0 * min(spacing)), 0.0)
-    image = np.where(vessels, rng.uniform(135, 155), image)
-    image = np.where(labels > 0, rng.uniform(130, 150), image)
+    image = np.where(tissue, 100.0 + 10.0 * _smooth_noise(rng, shape, spacing, 2.0 * min(spacing)), 0.0)
+    image = np.where(vessels, rng.uniform(125, 155), image)
+    image = np.where(labels > 0, rng.uniform(145, 175), image)
     image = _partial_volume(image, spacing, fwhm_mm=1.2 * min(spacing))
-    image = image * bias_field(rng, shape, spacing, 0.15, extent.max() / 2) + rng.normal(0.0, 10.0, shape)
+    image = image * bias_field(rng, shape, spacing, 0.15, extent.max() / 2) + rng.normal(0.0, 8.0, shape)
     return Phantom(image[None].astype(np.float32), labels, tuple(radii))
 
 
@@ -186,7 +186,7 @@ def make_organ_lesion(rng: np.random.Generator, shape: Sequence[int], spacing: S
 TASKS: Dict[str, Task] = {t.name: t for t in (
     Task("hecktor", make_hecktor, HECKTOR_LABELS, {"0": "CT", "1": "PET"}, (20, 48, 48), (3.0, 2.0, 2.0),
          "head-and-neck CT + PET: primary tumour and small nodes, PET-avid distractors (study A)"),
-    Task("small_targets", make_small_targets, SMALL_TARGET_LABELS, {"0": "MR"}, (48, 48), (0.5, 0.5),
+    Task("small_targets", make_small_targets, SMALL_TARGET_LABELS, {"0": "MR"}, (32, 32), (0.5, 0.5),
          "2D slices with tiny lesions among vessel-like distractors, low prevalence (study B)"),
     Task("organ_lesion", make_organ_lesion, ORGAN_LESION_LABELS, {"0": "CT"}, (32, 80, 80), (4.0, 1.5, 1.5),
          "organ + small low-contrast lesions in a large anisotropic field of view (study C)"),

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/studies/common.sh
 study_args study_b_small_targets "${1:-}" \
-    --cases 120 -f 0 1 2 --epochs 20 --iterations 10 --val-iterations 3
+    --cases 120 -f 0 1 2 --epochs 30 --iterations 10 --val-iterations 3
 run_study -d 801 --task small_targets -c 2d \
     -tr STSNetTrainer nnUNetTrainerAmplify STSNetAmplifyTrainer nnUNetTrainerDWD DLKUNetSTrainer \
         nnUNetTrainerPhaseLoss nnUNetTrainerDynamicLoss
