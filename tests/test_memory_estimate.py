@@ -17,7 +17,8 @@ from torch import nn
 
 from nnunet_ext.benchmark.real_scale import estimate_divisor, render_estimates
 from nnunet_ext.planning import memory
-from nnunet_ext.planning.memory import activation_bytes, checkpoint_regions, fit_activation_model, saved_tensor_bytes
+from nnunet_ext.planning.memory import (activation_bytes, checkpoint_regions, estimate_training_memory,
+                                        fit_activation_model, meta_activation_bytes, saved_tensor_bytes)
 from nnunet_ext.training.checkpointing import checkpoint_call
 
 X_SHAPE = (2, 1, 4, 5, 6)
@@ -114,6 +115,36 @@ def test_the_probe_gives_the_same_outputs_and_puts_torchs_checkpoint_back():
     assert torch.equal(seen[0], expected.detach())
     assert torch.utils.checkpoint.checkpoint is original and checkpointing.checkpoint is ours
     assert memory.CHECKPOINT_FUNCTIONS[0] == ("torch.utils.checkpoint", "checkpoint")
+
+
+class SizeDependent(nn.Module):
+    """conv -> sin, and a second sin only for inputs of more than 64 voxels per sample (a layout that depends on
+    the input size, as the stage-skipping segmentor's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 1, 1, bias=False)
+
+    def forward(self, x):
+        h = torch.sin(self.conv(x))
+        return torch.sin(h) if x[0].numel() > 64 else h
+
+
+@pytest.mark.parametrize("network", [Chain(False), Chain(True), Nested()], ids=["plain", "chain", "nested"])
+def test_meta_device_count_equals_the_cpu_count(network):
+    x = torch.randn(X_SHAPE)
+    assert meta_activation_bytes(network, 1, X_SHAPE[2:], sum_loss) == activation_bytes(network, x, sum_loss) / 2
+
+
+def test_estimate_counts_at_the_patch_where_the_small_probes_see_another_layout():
+    # at 4x5x6 = 120 voxels: x, conv(x), sin(conv(x)) saved, 12 bytes per voxel; the probes (2 and 4 voxels)
+    # run one sine only: 8 bytes per voxel
+    net = SizeDependent()
+    assert fit_activation_model(net, 1, (1, 1, 1), loss_fn=sum_loss).per_voxel == pytest.approx(8.0)
+    assert meta_activation_bytes(net, 1, (4, 5, 6), sum_loss) == 12 * 120
+    estimate = estimate_training_memory(net, 1, (4, 5, 6), 3, (1, 1, 1))
+    surrogate = activation_bytes(net, torch.zeros(2, 1, 4, 5, 6)) / 2  # nnU-Net-like loss: + softmax etc.
+    assert estimate.activation_bytes == 3 * surrogate and estimate.parameter_bytes == 4
 
 
 # ------------------------------------------------------------------------------- real_scale's use of it

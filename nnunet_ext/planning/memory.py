@@ -6,8 +6,10 @@ implement. Ours have other layouts (full-scale skips, attention, large kernels),
     total = parameters + gradients + optimizer state + activations
 
 Activations are what autograd keeps between forward and backward. They are counted with
-``torch.autograd.graph.saved_tensors_hooks`` during one CPU forward (plus a Dice/CE-like loss on every
-output, as nnU-Net's loss saves softmax / log-softmax) at two small inputs, and fitted as
+``torch.autograd.graph.saved_tensors_hooks`` during one forward (plus a Dice/CE-like loss on every output,
+as nnU-Net's loss saves softmax / log-softmax): at the patch itself on the meta device (shapes only, no
+memory; ``estimate_training_memory``), or, for callers that evaluate many patches (``nnunet-ext plans``)
+and networks the meta device cannot run, at two small CPU inputs fitted as
 ``bytes_per_sample = intercept + per_voxel * voxels``; convolutional activations scale exactly with the
 voxel count, the intercept takes what does not (e.g. squeeze-excitation vectors). Everything is fp32:
 under nnU-Net's mixed precision a GPU stores most activations in half precision, so compare estimates
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib
 import json
 import resource
@@ -97,7 +100,8 @@ def surrogate_loss(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _storage_key(t: torch.Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+    """One key per storage: its C++ object (meta tensors, which have no addresses, have one too)."""
+    return t.untyped_storage()._cdata
 
 
 def saved_tensor_bytes(network: nn.Module, x: torch.Tensor,
@@ -173,7 +177,8 @@ def _regions_recorded(root: CheckpointRegion, parameter_storages: set, keep: lis
         region = CheckpointRegion()
         for a in args:  # one gradient per input tensor, accumulated over the region's backward
             if isinstance(a, torch.Tensor) and a.requires_grad:
-                region.input_gradients[("gradient", a.data_ptr(), tuple(a.shape))] = a.numel() * a.element_size()
+                key = ("gradient", _storage_key(a), a.storage_offset(), tuple(a.shape), a.stride())
+                region.input_gradients[key] = a.numel() * a.element_size()
         stack[-1].children.append(region)
         stack.append(region)
         try:
@@ -252,16 +257,36 @@ def parameter_bytes(network: nn.Module) -> int:
     return int(sum(p.numel() * p.element_size() for p in network.parameters() if p.requires_grad))
 
 
+def meta_activation_bytes(network: nn.Module, input_channels: int, patch_size: Sequence[int],
+                          loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor] = surrogate_loss) -> float:
+    """:func:`activation_bytes` per sample at the patch itself, counted on a copy of the network on the meta
+    device: shapes only, so no memory and seconds of time, and exact where the fit is not (a network whose
+    layout depends on the input size, e.g. the stage-skipping segmentor, which switches its first stages off
+    for the small probes). Batch of 2, halved, as the probes."""
+    meta = copy.deepcopy(network).to("meta")
+    x = torch.zeros((PROBE_BATCH, input_channels, *[int(p) for p in patch_size]), device="meta")
+    return activation_bytes(meta, x, loss_fn) / PROBE_BATCH
+
+
 def estimate_training_memory(network: nn.Module, input_channels: int, patch_size: Sequence[int], batch_size: int,
                              divisor: Sequence[int], optimizer_states: int = SGD_MOMENTUM_STATES,
                              activations: ActivationModel | None = None) -> MemoryEstimate:
-    """Training-step memory of ``network`` at (``batch_size``, ``patch_size``); ``divisor`` = total stride per axis."""
+    """Training-step memory of ``network`` at (``batch_size``, ``patch_size``); ``divisor`` = total stride per axis.
+
+    Activations from ``activations`` (a fit, for callers that evaluate many patches), else counted at the
+    patch on the meta device (:func:`meta_activation_bytes`), else, for a network with an op the meta device
+    cannot run, fitted from small CPU probes."""
     if len(patch_size) != len(divisor):
         raise ValueError(f"patch size {tuple(patch_size)} and divisor {tuple(divisor)} differ in dimensionality")
-    activations = activations or fit_activation_model(network, input_channels, divisor)
+    if activations is not None:
+        per_sample = activations.bytes_per_sample(patch_size)
+    else:
+        try:
+            per_sample = meta_activation_bytes(network, input_channels, patch_size)
+        except (NotImplementedError, RuntimeError):  # an op without a meta kernel, or one that reads values
+            per_sample = fit_activation_model(network, input_channels, divisor).bytes_per_sample(patch_size)
     params = parameter_bytes(network)
-    return MemoryEstimate(params, params, optimizer_states * params,
-                          batch_size * activations.bytes_per_sample(patch_size), int(batch_size),
+    return MemoryEstimate(params, params, optimizer_states * params, batch_size * per_sample, int(batch_size),
                           tuple(int(p) for p in patch_size))
 
 
