@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_ext.benchmark.real_scale import render
+from nnunet_ext.benchmark.real_scale import main, render
 from nnunet_ext.data.phantoms import generate_dataset
 
 DATASET_ID = 952
@@ -30,6 +30,16 @@ def test_table_gives_ratios_to_the_first_trainer_and_names_failures():
     # columns: trainer, patch, ckpt, params, GFLOPs, FLOPs x, memory, memory x, estimate, s, time x, ms, forward x
     assert es[2] == "yes" and es[5] == "5.00" and es[7] == "1.50" and es[10] == "2.50" and es[12] == "3.00"
     assert "failed: exit -9 (killed: out of memory?)" in lines["Broken"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--measured", "x.json"], "--measured goes with --estimate-only"),
+    (["--estimate-only", "--measured", "/nonexistent/results.json"], "cannot read a results.json"),
+])
+def test_bad_measured_file_is_refused_with_a_sentence(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.e2e
