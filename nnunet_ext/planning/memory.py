@@ -263,7 +263,7 @@ def meta_activation_bytes(network: nn.Module, input_channels: int, patch_size: S
     device: shapes only, so no memory and seconds of time, and exact where the fit is not (a network whose
     layout depends on the input size, e.g. the stage-skipping segmentor, which switches its first stages off
     for the small probes). Batch of 2, halved, as the probes."""
-    meta = copy.deepcopy(network).to("meta")
+    meta = copy.deepcopy(getattr(network, "_orig_mod", network)).to("meta")  # torch.compile's wrapper: its module
     x = torch.zeros((PROBE_BATCH, input_channels, *[int(p) for p in patch_size]), device="meta")
     return activation_bytes(meta, x, loss_fn) / PROBE_BATCH
 
@@ -283,7 +283,7 @@ def estimate_training_memory(network: nn.Module, input_channels: int, patch_size
     else:
         try:
             per_sample = meta_activation_bytes(network, input_channels, patch_size)
-        except (NotImplementedError, RuntimeError):  # an op without a meta kernel, or one that reads values
+        except (NotImplementedError, RuntimeError, TypeError):  # no meta kernel, an op reads values, no deepcopy
             per_sample = fit_activation_model(network, input_channels, divisor).bytes_per_sample(patch_size)
     params = parameter_bytes(network)
     return MemoryEstimate(params, params, optimizer_states * params, batch_size * per_sample, int(batch_size),
