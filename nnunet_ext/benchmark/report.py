@@ -17,7 +17,7 @@ import numpy as np
 
 from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess
 from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
-from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders,
+from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, BenchmarkConfig, RunSpec, WorkspaceFolders,
                                        training_timing)
 from nnunet_ext.benchmark.stats import ALPHA, bootstrap_ci, holm_adjust, paired_wilcoxon
 
@@ -207,13 +207,19 @@ def _holm_verdict(test, holm_p: float) -> str:
     return test.verdict
 
 
-def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
+def step_seconds(specs: Sequence[RunSpec], folders) -> Dict[str, List[float]]:
+    """Per arm, every run's median training-step seconds (nnU-Net's own steps, train_step_timing.json)."""
     ws = folders.open()
-    timing = {}
+    timing: Dict[str, List[float]] = {}
     for s in specs:
         t = training_timing(s, ws)
         if t is not None:
             timing.setdefault(s.arm.label, []).append(t["seconds_per_iteration_median"])
+    return timing
+
+
+def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
+    timing = step_seconds(specs, folders)
     ref = costs.get(VANILLA, {})
     ref_train = float(np.median(timing[VANILLA])) if VANILLA in timing else None
     out = ["## Cost, measured side by side in this run", "",
@@ -321,12 +327,7 @@ def plot_dice_boxes(rows, labels, classes, path: Path) -> Path:
 
 def plot_cost_vs_dice(rows, labels, costs, specs, folders, path: Path) -> Optional[Path]:
     plt = _plt()
-    ws = folders.open()
-    timing = {}
-    for s in specs:
-        t = training_timing(s, ws)
-        if t is not None:
-            timing.setdefault(s.arm.label, []).append(t["seconds_per_iteration_median"])
+    timing = step_seconds(specs, folders)
     axes_spec = [("GFLOPs per patch", lambda t: costs[t]["flops_per_patch"] / 1e9 if t in costs else None),
                  ("training s / iteration", lambda t: float(np.median(timing[t])) if t in timing else None),
                  ("train-step memory (MB)", lambda t: costs[t]["train_step_peak_memory_mb"] if t in costs else None)]
