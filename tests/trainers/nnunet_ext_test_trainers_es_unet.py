@@ -1,4 +1,5 @@
-"""Test-only trainers: project trainers with a schedule short enough for CI (found via nnUNet_extTrainer)."""
+"""Test-only ES-UNet-paper trainers (ES-UNet, UNet 3+, its loss and RSS on nnU-Net's network) and nnU-Net's own, with a
+schedule short enough for CI (found via nnUNet_extTrainer)."""
 from nnunet_ext.training.short_schedule import ShortSchedule
 from nnunet_ext_trainers.es_unet_trainers import (ESUNetDWDRSSPaperTrainer, ESUNetDWDTrainer, ESUNetDWDRSSTrainer,
                                                  UNet3PlusDWDRSSTrainer, nnUNetTrainerDWDRSS)
