@@ -13,7 +13,9 @@ and networks the meta device cannot run, at two small CPU inputs fitted as
 ``bytes_per_sample = intercept + per_voxel * voxels``; convolutional activations scale exactly with the
 voxel count, the intercept takes what does not (e.g. squeeze-excitation vectors). Everything is fp32:
 under nnU-Net's mixed precision a GPU stores most activations in half precision, so compare estimates
-with each other (as ``nnunet-ext plans`` does), and read absolute numbers as an fp32 upper bound.
+with each other (as ``nnunet-ext plans`` does). Absolute numbers are fp32 and leave out transients
+(activation gradients outside a recomputed region, convolution workspaces): 0.77-0.96 of a measured CPU
+peak (docs/benchmarks/real_scale/estimates.md).
 
 Under activation checkpointing (``torch.utils.checkpoint``, nnunet_ext.training.checkpointing) autograd
 keeps only each checkpointed region's inputs; the peak comes in the backward pass, when a region is
