@@ -85,13 +85,13 @@ def make_hecktor(rng: np.random.Generator, shape: Sequence[int], spacing: Sequen
               airway_center[2] + rng.choice([-1, 1]) * rng.uniform(8, 14))
     primary = _deformed_ellipsoid(grid, center, radii, _smooth_noise(rng, shape, spacing, 4.0), 0.35) & soft
     labels[primary] = HECKTOR_LABELS["primary"]
-    # nodes: 0-3 spheres of 2.5-7 mm radius in the lateral neck
+    # nodes: 0-3 spheres of 4-8 mm radius in the lateral neck
     node_zone = soft & (np.abs(grid[2]) > extent[2] * 0.15) & ~ndimage.binary_dilation(primary, iterations=2)
     for _ in range(int(rng.choice([0, 1, 1, 2, 2, 3]))):
         if not node_zone.any():
             break
         node = _ball(grid, _index_to_mm(_random_point(rng, node_zone), shape, spacing),
-                     float(np.exp(rng.uniform(np.log(2.5), np.log(7.0))))) & soft
+                     float(np.exp(rng.uniform(np.log(4.0), np.log(8.0))))) & soft
         labels[node & (labels == 0)] = HECKTOR_LABELS["nodes"]
     # distractors: two symmetric PET-avid glands (tonsils / submandibular), not labelled
     glands = np.zeros(shape, bool)
@@ -184,7 +184,7 @@ def make_organ_lesion(rng: np.random.Generator, shape: Sequence[int], spacing: S
 
 
 TASKS: Dict[str, Task] = {t.name: t for t in (
-    Task("hecktor", make_hecktor, HECKTOR_LABELS, {"0": "CT", "1": "PET"}, (20, 48, 48), (3.0, 2.0, 2.0),
+    Task("hecktor", make_hecktor, HECKTOR_LABELS, {"0": "CT", "1": "PET"}, (12, 24, 24), (4.0, 3.0, 3.0),
          "head-and-neck CT + PET: primary tumour and small nodes, PET-avid distractors (study A)"),
     Task("small_targets", make_small_targets, SMALL_TARGET_LABELS, {"0": "MR"}, (32, 32), (0.5, 0.5),
          "2D slices with tiny lesions among vessel-like distractors, low prevalence (study B)"),
