@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("script, arms", [
-    ("study_b_small_targets.sh", 8),
+    ("study_b_small_targets.sh", 9),
     ("study_a_es_unet.sh", 7),       # six trainers + the ResEnc preset nearest in memory
 ])
 def test_study_command_runs_at_toy_size(tmp_path, script, arms):
