@@ -21,8 +21,8 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ext.data.phantoms import (Phantom, _deformed_ellipsoid, _grid_mm, _partial_volume, _smooth_noise,
-                                      make_phantom)
+from nnunet_ext.data.anatomy import (Phantom, _deformed_ellipsoid, _grid_mm, _partial_volume, _smooth_noise,
+                                     make_phantom)
 
 
 @dataclass(frozen=True)
