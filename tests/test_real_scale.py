@@ -42,6 +42,26 @@ def test_bad_measured_file_is_refused_with_a_sentence(argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+TIME_V = """\tCommand being timed: "nnUNetv2_train 990 3d_fullres 0"
+\tUser time (seconds): {user}
+\tSystem time (seconds): 10.50
+\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}
+\tMaximum resident set size (kbytes): {rss}
+\tExit status: 0
+"""
+
+
+def test_e2e_script_tabulates_peak_rss_and_times_from_time_v_reports(tmp_path):
+    (tmp_path / "time_train_A.txt").write_text(TIME_V.format(user="100.00", wall="1:02:03", rss=2 * 1048576))
+    (tmp_path / "time_predict_A.txt").write_text(TIME_V.format(user="19.50", wall="2:30.40", rss=1048576 // 2))
+    script = Path(__file__).parents[1] / "docs" / "benchmarks" / "real_scale" / "e2e.sh"
+    table = subprocess.run(["bash", str(script), "--table", str(tmp_path)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    # 1:02:03 = 3723 s; 2:30.40 = 150.4 s; CPU = user + system; 2 GiB and 0.5 GiB of RSS
+    assert table[2:] == ["| A | nnUNetv2_train | 0 | 2.00 | 3723 | 110 |",
+                         "| A | nnUNetv2_predict | 0 | 0.50 | 150 | 30 |"]
+
+
 @pytest.mark.e2e
 def test_tiny_run_measures_vanilla_and_es_unet_at_the_stock_plans(tmp_path):
     env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
