@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/studies/common.sh
 study_args study_a_es_unet "${1:-}" \
-    --cases 50 -f 0 1 2 --epochs 25 --iterations 10 --val-iterations 3
+    --cases 50 -f 0 1 2 --epochs 80 --iterations 12 --val-iterations 4
 run_study -d 802 --task hecktor -c 3d_fullres --resenc nearest \
     -tr ESUNetTrainer nnUNetTrainerDWD nnUNetTrainerRSS ESUNetDWDRSSTrainer UNet3PlusTrainer
