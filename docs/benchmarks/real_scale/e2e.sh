@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # nnUNetv2_train + nnUNetv2_predict end to end at the real-scale phantom's stock plans, one trainer after the
-# other, at low priority (one core, nice 19), each command under /usr/bin/time -v (docs: e2e_commands.md).
+# other, each command under /usr/bin/time -v (docs: e2e_commands.md). By default polite on a shared machine
+# (core 1 only, nice 19, one thread); on an idle machine give it the cores:
+#   E2E_CPUS=0,1 E2E_THREADS=2 E2E_NICE=0 e2e.sh WORKDIR TRAINER...
+# E2E_SCHEDULE (default _ep1it2val1) is the short-schedule suffix of every trainer name.
 #
 #   e2e.sh WORKDIR TRAINER...     run; WORKDIR gets logs, /usr/bin/time reports and predictions
 #   e2e.sh --table WORKDIR        print the table of peak RSS and times from WORKDIR's reports
@@ -37,15 +40,17 @@ case_image="$nnUNet_raw/Dataset990_RealScale/imagesTr/realscale_003_0000.nii.gz"
 ln -sf "$case_image" "$work/in/"
 cd "$work"
 export nnUNet_extTrainer=${nnUNet_extTrainer:-$(nnunet-ext trainers-dir)}
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nnUNet_n_proc_DA=1
+cpus=${E2E_CPUS:-1} threads=${E2E_THREADS:-1} niceness=${E2E_NICE:-19} schedule=${E2E_SCHEDULE:-_ep1it2val1}
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads nnUNet_n_proc_DA=1
+echo "== cpus $cpus, $threads threads, nice $niceness, schedule $schedule" >> progress.log
 for trainer in "$@"; do
-    echo "== ${trainer}_ep1it2val1 train $(date -u +%T)" >> progress.log
-    /usr/bin/time -v -o "time_train_$trainer.txt" taskset -c 1 nice -n 19 \
-        nnUNetv2_train 990 3d_fullres 0 -tr "${trainer}_ep1it2val1" -device cpu > "log_train_$trainer.txt" 2>&1 || true
-    echo "== ${trainer}_ep1it2val1 predict $(date -u +%T)" >> progress.log
+    echo "== ${trainer}$schedule train $(date -u +%T)" >> progress.log
+    /usr/bin/time -v -o "time_train_$trainer.txt" taskset -c "$cpus" nice -n "$niceness" \
+        nnUNetv2_train 990 3d_fullres 0 -tr "${trainer}$schedule" -device cpu > "log_train_$trainer.txt" 2>&1 || true
+    echo "== ${trainer}$schedule predict $(date -u +%T)" >> progress.log
     rm -rf "out_$trainer"
-    /usr/bin/time -v -o "time_predict_$trainer.txt" taskset -c 1 nice -n 19 \
-        nnUNetv2_predict -i in -o "out_$trainer" -d 990 -c 3d_fullres -tr "${trainer}_ep1it2val1" -f 0 \
+    /usr/bin/time -v -o "time_predict_$trainer.txt" taskset -c "$cpus" nice -n "$niceness" \
+        nnUNetv2_predict -i in -o "out_$trainer" -d 990 -c 3d_fullres -tr "${trainer}$schedule" -f 0 \
         --disable_tta -device cpu -npp 1 -nps 1 > "log_predict_$trainer.txt" 2>&1 || true
 done
 echo "done $(date -u +%T)" >> progress.log
