@@ -8,7 +8,8 @@ import pytest
 
 from nnunet_ext.benchmark import runner
 from nnunet_ext.benchmark.ablations import ABLATIONS, ES_UNET_TABLE5, get_ablation
-from nnunet_ext.benchmark.report import ablation_section, accuracy_section
+from nnunet_ext.benchmark import report
+from nnunet_ext.benchmark.report import ablation_section, accuracy_section, dice_tests, verdict_section
 from nnunet_ext.benchmark.runner import (CASES_FILE, VANILLA, Arm, BenchmarkConfig, WorkspaceFolders, execute_run,
                                          is_finished, plan_runs, submit_all)
 from nnunet_ext.workspace import NnUNetWorkspace
@@ -233,3 +234,22 @@ def test_verdict_says_when_holm_correction_removes_a_raw_difference():
     one = rows_for({VANILLA: base, "X0": [d + 0.01 for d in base]})  # one comparison: Holm p = raw p
     line = next(l for l in "\n".join(accuracy_section(one, [VANILLA, "X0"], [])).splitlines() if "| X0 |" in l)
     assert "not after Holm" not in line and "significantly better" in line
+
+
+def test_verdict_and_accuracy_sections_read_one_dice_test_per_arm(monkeypatch):
+    base = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]
+    rows = rows_for({VANILLA: base, "X0": [d + 0.01 for d in base], "X1": [d + 0.01 for d in base]})
+    labels = [VANILLA, "X0", "X1", "Y"]  # Y has no scored case: out of the tests and of Holm's count
+    tests, holm = dice_tests(rows, report.scored_labels(rows, labels))
+    # six positive pairs each: exact Wilcoxon p = 2/64; Holm over the 2 scored arms' equal p values: 2 * 2/64
+    assert list(tests) == ["X0", "X1"] and holm == pytest.approx({"X0": 2 * 2 / 64, "X1": 2 * 2 / 64})
+    other_metrics = report.paired_wilcoxon
+
+    def no_second_dice_test(*args, **kwargs):
+        assert "higher_is_better" in kwargs, "the Dice test was computed again"  # the other metrics pass it
+        return other_metrics(*args, **kwargs)
+    monkeypatch.setattr(report, "paired_wilcoxon", no_second_dice_test)
+    verdict = "\n".join(verdict_section(rows, labels, {}, (tests, holm)))
+    assert f"| {2 * 2 / 64:.3g} | **no detectable difference** | 0/0 |" in verdict
+    accuracy = accuracy_section(rows, [VANILLA, "X0", "X1"], [], (tests, holm))
+    assert any(f"not after Holm (p = {2 * 2 / 64:.3g})" in line for line in accuracy)

@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, 
 from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
 from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, BenchmarkConfig, RunSpec, WorkspaceFolders,
                                        training_timing)
-from nnunet_ext.benchmark.stats import ALPHA, bootstrap_ci, holm_adjust, paired_wilcoxon
+from nnunet_ext.benchmark.stats import ALPHA, PairedComparison, bootstrap_ci, holm_adjust, paired_wilcoxon
 
 SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd", "precision", "recall", "rvd")
 
@@ -90,10 +90,23 @@ def _ratio(x, ref) -> str:
 
 
 # -- sections --------------------------------------------------------------------------------------------
-def accuracy_section(rows, labels: List[str], classes: List[str]) -> List[str]:
+def scored_labels(rows, labels: Sequence[str]) -> List[str]:
+    """The arms that have scored cases, in the order given."""
+    return [t for t in labels if any(r["trainer"] == t for r in rows)]
+
+
+def dice_tests(rows, labels: Sequence[str]) -> Tuple[Dict[str, PairedComparison], Dict[str, float]]:
+    """Each arm's paired Wilcoxon test of the per-case mean Dice against vanilla, and its Holm-corrected p over
+    these arms: computed once, read by both the verdict and the accuracy section."""
     others = [t for t in labels if t != VANILLA]
     tests = {t: paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, "dice")) for t in others}
-    holm = dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
+    return tests, dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
+
+
+def accuracy_section(rows, labels: List[str], classes: List[str], dice=None) -> List[str]:
+    """``dice``: ``dice_tests(rows, labels)`` when the caller has it already."""
+    others = [t for t in labels if t != VANILLA]
+    tests, holm = dice or dice_tests(rows, labels)
     out = ["## Accuracy: Dice (mean over classes) against vanilla nnU-Net", "",
            "Mean per case over the foreground classes, with a seeded 95% percentile-bootstrap CI over cases. "
            "The difference is paired on the same (fold, case); p is the two-sided Wilcoxon signed-rank test; "
@@ -157,12 +170,12 @@ def plain_verdict(test, holm_p: float) -> str:
     return "no detectable difference"
 
 
-def verdict_section(rows, labels: List[str], convergence: Dict[str, List[Convergence]]) -> List[str]:
+def verdict_section(rows, labels: List[str], convergence: Dict[str, List[Convergence]], dice=None) -> List[str]:
     """The study's answer in one table (the README links it): per arm, the paired Dice difference, Holm p, the
-    verdict in plain words and how many of its runs met the convergence criterion."""
-    others = [t for t in labels if t != VANILLA and any(r["trainer"] == t for r in rows)]
-    tests = {t: paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, "dice")) for t in others}
-    holm = dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
+    verdict in plain words and how many of its runs met the convergence criterion. ``dice`` as in
+    ``accuracy_section``."""
+    tests, holm = dice or dice_tests(rows, scored_labels(rows, labels))
+    others = list(tests)
 
     def converged(t):
         marks = convergence.get(t, [])
@@ -504,12 +517,14 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         (out_dir / "resenc_choice.json").write_text(json.dumps(resenc_choice.as_dict(), indent=1))
     if failures:
         lines += ["## Failed runs", ""] + [f"- {k}: `{v.splitlines()[0][:300]}`" for k, v in failures.items()] + [""]
+    scored = scored_labels(rows, labels)
+    dice = dice_tests(rows, scored)
     if rows:
-        lines += verdict_section(rows, labels, {t: [c for _, c in items] for t, items in runs.items()}) + [""]
+        lines += verdict_section(rows, labels, {t: [c for _, c in items] for t, items in runs.items()}, dice) + [""]
     if runs:
         lines += convergence_section(runs, criterion) + [""]
     if rows:
-        lines += accuracy_section(rows, [t for t in labels if any(r["trainer"] == t for r in rows)], classes) + [""]
+        lines += accuracy_section(rows, scored, classes, dice) + [""]
     else:
         lines += ["No run produced scored cases.", ""]
     if cfg.ablation:
