@@ -87,3 +87,22 @@ def test_every_trainer_name_of_earlier_versions_is_found_by_nnunet():
     # one trainer module per paper (trainers/ reads as the table of contents of the five papers)
     assert modules == {f"nnunet_ext_trainers.{m}_trainers" for m in
                        ("es_unet", "dlkunet", "elanres", "sts_net", "stage_skipping")}
+
+
+SHORT_SCHEDULE_NAMES = ("SHORT_NAME", "TIMING_FILE", "make_short_schedule_trainer", "short_schedule_name",
+                        "write_step_timing")
+
+
+def test_short_schedule_names_import_from_their_earlier_home_but_the_package_uses_their_own():
+    import ast
+    from pathlib import Path
+
+    from nnunet_ext.training import schedule, short_schedule
+
+    assert all(getattr(schedule, n) is getattr(short_schedule, n) for n in SHORT_SCHEDULE_NAMES)
+    package = Path(short_schedule.__file__).parents[1]
+    through_old_home = [f"{path.relative_to(package.parent)}: {alias.name}" for path in package.rglob("*.py")
+                        for node in ast.walk(ast.parse(path.read_text()))
+                        if isinstance(node, ast.ImportFrom) and node.module == "nnunet_ext.training.schedule"
+                        for alias in node.names if alias.name in SHORT_SCHEDULE_NAMES]
+    assert through_old_home == []

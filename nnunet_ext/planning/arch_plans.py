@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.planning.memory import GB, SGD_MOMENTUM_STATES, ActivationModel, MemoryEstimate, \
-    estimate_training_memory, fit_activation_model, parameter_bytes
+    fit_activation_model, parameter_bytes
 
 # nnU-Net's planner: smallest batch (UNet_min_batch_size) and smallest bottleneck edge
 # (UNet_featuremap_min_edge_length); we shrink no further than nnU-Net itself would plan.
