@@ -92,3 +92,30 @@ def test_choice_is_kept_in_the_workdir_while_trainers_stay_the_same(tmp_path, mo
     with pytest.raises(RuntimeError, match="no nnU-Net"):
         runner.resolve_resenc(cfg, folders, log=lambda _: None)
     assert calls[0] == ("nnUNetv2_plan_experiment", "-d", 870, "-pl", "nnUNetPlannerResEncM")
+
+
+def test_a_checkpointed_network_is_estimated_by_the_estimator_with_its_recomputation():
+    # ES-UNet as its trainers build it (checkpointing on) from narrow 3-stage plans; nothing trains
+    import torch
+
+    from hand_plans import configuration_manager
+    from nnunet_ext.benchmark.resenc import network_memory
+    from nnunet_ext.planning.memory import (GB, PROBE_BATCH, estimate_training_memory, meta_activation_bytes,
+                                            parameter_bytes, saved_tensor_bytes)
+    from nnunet_ext.training.checkpointing import is_checkpointed
+    from nnunet_ext.training.es_unet import ESUNetArchitecture
+
+    patch = [8, 16, 16]
+    cm = configuration_manager(patch, [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3, [4, 8, 8], batch_size=2)
+    torch.manual_seed(0)
+    net = ESUNetArchitecture.build_network_architecture(None, cm, 1, 2, True)
+    assert is_checkpointed(net)
+    memory = network_memory(net, cm, 1, "ESUNetTrainer", "nnUNetPlans")
+    estimate = estimate_training_memory(net, 1, patch, 2, (4, 4, 4))
+    assert (memory.patch_size, memory.batch_size) == (patch, 2)
+    assert memory.total_gb == estimate.total_gb  # the estimator's figure, by the same call
+    # = parameters, gradients and SGD momentum + 2 samples' activations counted at the patch on the meta device
+    assert memory.total_gb * GB == pytest.approx(3 * parameter_bytes(net) + 2 * meta_activation_bytes(net, 1, patch))
+    # what checkpointing keeps between forward and backward (the former fallback) is less: it misses the peak
+    kept = saved_tensor_bytes(net, torch.zeros(PROBE_BATCH, 1, *patch)) / PROBE_BATCH
+    assert 3 * parameter_bytes(net) + 2 * kept < memory.total_gb * GB

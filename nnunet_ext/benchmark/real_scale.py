@@ -139,11 +139,14 @@ def estimate_divisor(network, configuration_manager) -> List[int]:
     return [*patch[:-2], int(output_stride), int(output_stride)]
 
 
-def _estimate_gb(network, configuration_manager, input_channels: int, patch: List[int], batch: int) -> float:
+def plans_memory_estimate(network, configuration_manager, input_channels: int, patch: Sequence[int], batch: int):
+    """The estimator's training-step memory (a ``MemoryEstimate``) of ``network`` as a configuration plans it: counted
+    at the patch on the meta device (activation checkpointing included), else fitted from probes at the
+    configuration's divisor. The one estimate the real-scale tables and ``--resenc nearest`` use."""
     from nnunet_ext.planning.memory import estimate_training_memory
 
     divisor = estimate_divisor(network, configuration_manager)
-    return estimate_training_memory(network, input_channels, patch, batch, divisor).total_gb
+    return estimate_training_memory(network, input_channels, patch, batch, divisor)
 
 
 def estimate_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str,
@@ -161,7 +164,7 @@ def estimate_trainer(preprocessed: str, plans_name: str, configuration: str, tra
     patch, batch = [int(p) for p in cm.patch_size], int(trainer.batch_size)
     return {"trainer": trainer_name, "patch_size": patch, "batch_size": batch,
             "checkpointing": is_checkpointed(network),
-            "estimate_gb": _estimate_gb(network, cm, trainer.num_input_channels, patch, batch)}
+            "estimate_gb": plans_memory_estimate(network, cm, trainer.num_input_channels, patch, batch).total_gb}
 
 
 def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device_name: str,
@@ -196,7 +199,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     estimate_gb = None
     if estimate:
         try:
-            estimate_gb = _estimate_gb(plain, cm, n_in, patch, batch)
+            estimate_gb = plans_memory_estimate(plain, cm, n_in, patch, batch).total_gb
         except Exception as error:  # the estimate is a comparison figure; its failure must not hide the measurement
             notes.append(f"no estimate: {type(error).__name__}: {str(error)[:120]}")
 

@@ -4,7 +4,8 @@
 as much memory as ResEnc L is compared with ResEnc L, not only with the default U-Net. nnU-Net's ResEnc
 planners (M / L / XL: 8 / 24 / 40 GB targets) each write a plans file with their own patch and batch size.
 We estimate every network's training-step memory with one estimator (nnunet_ext.planning.memory: parameters,
-gradients, SGD momentum, activations autograd saves) - each trainer's network at nnUNetPlans' patch and
+gradients, SGD momentum, activations incl. what checkpointing recomputes; the same call as the real-scale
+tables) - each trainer's network at nnUNetPlans' patch and
 batch, each preset's ResidualEncoderUNet at the patch and batch its planner chose - and pick the preset
 nearest to the largest trainer. Estimates are fp32 upper bounds; only their comparison matters here.
 
@@ -89,28 +90,26 @@ def estimate_network(preprocessed_dataset: str, plans: str, configuration: str, 
     """Training memory of ``trainer``'s network under ``plans`` at that configuration's patch and batch."""
     import torch
 
-    from nnunet_ext.network_cost import count_parameters
-    from nnunet_ext.planning.arch_plans import total_stride
-    from nnunet_ext.planning.memory import (PROBE_BATCH, ActivationModel, estimate_training_memory,
-                                            fit_activation_model, saved_tensor_bytes)
     from nnunet_ext.trainer_lookup import load_trainer_context
 
-    ctx = load_trainer_context(preprocessed_dataset, plans, configuration, trainer)
-    trainer_class, plans_manager, cm, n_in, n_out = ctx
-    patch, batch = [int(p) for p in cm.patch_size], int(cm.batch_size)
+    trainer_class, plans_manager, cm, n_in, n_out = load_trainer_context(preprocessed_dataset, plans, configuration,
+                                                                         trainer)
     with torch.random.fork_rng():
         network = trainer_class.build_network_architecture(plans_manager, cm, n_in, n_out, True)
-    divisor = total_stride(cm.pool_op_kernel_sizes, len(patch))
-    try:
-        activations = fit_activation_model(network, n_in, divisor)
-    except RuntimeError:
-        # a network whose own stride is not the plans' (fixed-stride encoders) refuses the small probes;
-        # the planned patch is what it trains on, so measure there (exact, slower)
-        measured = saved_tensor_bytes(network, torch.zeros((PROBE_BATCH, n_in, *patch))) / PROBE_BATCH
-        activations = ActivationModel(float(measured), 0.0, ((tuple(patch), int(measured)),))
-    estimate = estimate_training_memory(network, n_in, patch, batch, divisor, activations=activations)
-    return NetworkMemory(name or trainer, plans, patch, batch, float(estimate.total_gb),
-                         count_parameters(network))
+    return network_memory(network, cm, n_in, name or trainer, plans)
+
+
+def network_memory(network, configuration_manager, input_channels: int, name: str, plans: str) -> NetworkMemory:
+    """``network``'s training memory at the configuration's patch and batch, by the estimator the real-scale
+    tables use (``real_scale.plans_memory_estimate``), so a checkpointed network (ES-UNet, UNet 3+, DLKUNet,
+    ELANRes by default) is counted with its recomputation, not as the inputs its checkpoints keep."""
+    from nnunet_ext.benchmark.real_scale import plans_memory_estimate
+    from nnunet_ext.network_cost import count_parameters
+
+    patch = [int(p) for p in configuration_manager.patch_size]
+    batch = int(configuration_manager.batch_size)
+    estimate = plans_memory_estimate(network, configuration_manager, input_channels, patch, batch)
+    return NetworkMemory(name, plans, patch, batch, float(estimate.total_gb), count_parameters(network))
 
 
 def estimate_all(request: dict) -> dict:
