@@ -18,6 +18,8 @@ import SimpleITK as sitk
 import torch
 
 from e2e_utils import NnUNetWorkspace
+from nnunet_ext.cascade.compare import (BENCHMARK_FOLDER, CASES_FILE, ComparisonSettings, compare_pipelines,
+                                        pipelines_section)
 from nnunet_ext.cascade.detector import DetectorConfig, detect_raw_case, load_detector, train_detector_from_preprocessed
 from nnunet_ext.cascade.predict import NnUNetModel, predict_cascade
 from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
@@ -102,6 +104,29 @@ def test_stage1_without_foreground_gives_empty_prediction_and_warning(ws, cascad
     assert empty_case in result.empty_cases and result.boxes[empty_case] is None
     assert not sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / f"{empty_case}.nii.gz"))).any()
     assert result.cost["region"].seconds == 0  # stage 1 was read, not run
+
+
+def test_comparison_scores_every_held_out_case(ws, tmp_path):
+    """What `benchmark --pipelines` runs keeps one row per (pipeline, case, class), and the report tests them.
+
+    Reuses the module's trained models (single stage and cascade stage 2; the same crop settings, so re-preparing
+    the stage-2 dataset writes the same files)."""
+    pipelines = ("single_stage", "cascade")
+    settings = ComparisonSettings(trainer=TRAINER, margin=4.0, pipelines=pipelines)
+    root = tmp_path / BENCHMARK_FOLDER
+    means = compare_pipelines(ws, SOURCE, CASCADE, DETECTOR_STAGE2, settings, output_root=root, log=lambda *_: None)
+    cases = json.loads((root / CASES_FILE).read_text())
+    assert sorted((r["pipeline"], r["case"], r["class"]) for r in cases) == \
+        sorted((p, c, k) for p in pipelines for c in TEST_CASES for k in ("organ", "lesion", "mean"))
+    for row in means:  # the table's Dice per class is nnU-Net's mean over the same per-case values
+        for cls in ("organ", "lesion"):
+            values = [r["dice"] for r in cases if r["pipeline"] == row["pipeline"] and r["class"] == cls]
+            expected = np.nanmean(values) if np.isfinite(values).any() else float("nan")
+            assert row[f"dice_{cls}"] == pytest.approx(expected, nan_ok=True)
+    assert all(r["hd95"] >= 0 or np.isnan(r["hd95"]) for r in cases)
+    section = "\n".join(pipelines_section(tmp_path, pipelines, out_dir=tmp_path))
+    assert "| **single_stage** (reference) | mean |" in section and "| cascade | lesion |" in section
+    assert (tmp_path / "pipeline_cases.csv").read_text().startswith("pipeline,case,class,dice,")
 
 
 def test_detector_and_stage_skipping_segmentor_pipeline(ws, tmp_path):

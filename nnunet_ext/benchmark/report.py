@@ -95,11 +95,13 @@ def scored_labels(rows, labels: Sequence[str]) -> List[str]:
     return [t for t in labels if any(r["trainer"] == t for r in rows)]
 
 
-def dice_tests(rows, labels: Sequence[str]) -> Tuple[Dict[str, PairedComparison], Dict[str, float]]:
-    """Each arm's paired Wilcoxon test of the per-case mean Dice against vanilla, and its Holm-corrected p over
-    these arms: computed once, read by both the verdict and the accuracy section."""
-    others = [t for t in labels if t != VANILLA]
-    tests = {t: paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, "dice")) for t in others}
+def dice_tests(rows, labels: Sequence[str], reference: str = VANILLA,
+               cls: str = MEAN_CLASS) -> Tuple[Dict[str, PairedComparison], Dict[str, float]]:
+    """Each arm's paired Wilcoxon test of the per-case Dice of ``cls`` (default: the mean over classes) against
+    ``reference`` (default: vanilla), and its Holm-corrected p over these arms: computed once, read by both the
+    verdict and the accuracy section (and, per class, by ``reference_tables``)."""
+    others = [t for t in labels if t != reference]
+    tests = {t: paired_wilcoxon(*paired(rows, t, reference, cls, "dice")) for t in others}
     return tests, dict(zip(others, holm_adjust([tests[t].p_value for t in others])))
 
 
@@ -129,18 +131,7 @@ def accuracy_section(rows, labels: List[str], classes: List[str], dice=None) -> 
     out += ["", "## Other metrics (mean over classes; p = paired Wilcoxon against nnU-Net)", "",
             "HD95 and ASSD in mm (lower is better; undefined when one mask is empty, so those cases are left "
             "out), NSD at the stated tolerance, RVD = (predicted - true volume) / true volume (0 is best).", ""]
-    table = []
-    for t in labels:
-        cells = [t]
-        for m in SUMMARY_METRICS[1:]:
-            iv = bootstrap_ci(list(scores(rows, t, MEAN_CLASS, m).values()))
-            cell = _ci(iv, 2 if m in ("hd95", "assd") else 3)
-            if t != VANILLA:
-                c = paired_wilcoxon(*paired(rows, t, VANILLA, MEAN_CLASS, m),
-                                    higher_is_better=HIGHER_IS_BETTER[m] is not False)
-                cell += f" (p {_p(c.p_value)})"
-            cells.append(cell)
-        table.append(cells)
+    table = [[t] + [_metric_cell(rows, t, VANILLA, MEAN_CLASS, m) for m in SUMMARY_METRICS[1:]] for t in labels]
     out += _table(["trainer", "IoU", "HD95 (mm)", "ASSD (mm)", "NSD", "precision", "recall", "RVD"], table)
     significant = [t for t in others if math.isfinite(tests[t].p_value) and tests[t].p_value < ALPHA]
     untestable = [t for t in others if not math.isfinite(tests[t].p_value)]
@@ -159,6 +150,37 @@ def accuracy_section(rows, labels: List[str], classes: List[str], dice=None) -> 
                    (", ".join(f"{t} (Holm p = {_p(holm[t])})" for t in after) if after else
                     "**none is significant**") + ".")
     return out
+
+
+def _metric_cell(rows, label: str, reference: str, cls: str, metric: str) -> str:
+    """Mean [95% CI] of one metric, with the paired Wilcoxon p against ``reference`` (none for the reference)."""
+    cell = _ci(bootstrap_ci(list(scores(rows, label, cls, metric).values())), 2 if metric in ("hd95", "assd") else 3)
+    if label == reference:
+        return cell
+    c = paired_wilcoxon(*paired(rows, label, reference, cls, metric),
+                        higher_is_better=HIGHER_IS_BETTER[metric] is not False)
+    return cell + f" (p {_p(c.p_value)})"
+
+
+def reference_tables(rows, labels: Sequence[str], reference: str, classes: Sequence[str],
+                     kind: str = "trainer") -> List[str]:
+    """Every label against ``reference`` per class, paired on (fold, case): Dice, ΔDice [95% CI], Wilcoxon p,
+    Holm p (over the labels, within each class) and the plain verdict; then HD95 and NSD with their paired p."""
+    dice = []
+    for cls in classes:
+        tests, holm = dice_tests(rows, labels, reference, cls)
+        iv = bootstrap_ci(list(scores(rows, reference, cls, "dice").values()))
+        dice.append([f"**{reference}** (reference)", cls, _f(iv.mean), str(iv.n), "-", "-", "-", "reference"])
+        for t, c in tests.items():
+            dice.append([t, cls, _f(bootstrap_ci(list(scores(rows, t, cls, "dice").values())).mean), str(c.n),
+                         _ci(c.difference_ci), _p(c.p_value), _p(holm[t]), f"**{plain_verdict(c, holm[t])}**"])
+    surface = [[t, cls] + [_metric_cell(rows, t, reference, cls, m) for m in ("hd95", "nsd")]
+               for cls in classes for t in labels]
+    return _table([kind, "class", "Dice", "cases", f"ΔDice vs {reference} [95% CI]", "Wilcoxon p", "Holm p",
+                   "verdict"], dice) + \
+        ["", f"HD95 (mm, lower is better; left out where a mask is empty) and NSD, mean [95% CI]; p = paired Wilcoxon "
+             f"against {reference} (not Holm-corrected):", ""] + \
+        _table([kind, "class", "HD95 (mm)", "NSD"], surface)
 
 
 def plain_verdict(test, holm_p: float) -> str:
@@ -461,8 +483,9 @@ def plot_overlays(rows, labels, specs, folders, n_cases: int, out_dir: Path) -> 
 
 
 # -- the report ------------------------------------------------------------------------------------------
-def write_cases_csv(rows: List[dict], path: Path) -> Path:
-    header = ["trainer", "fold", "case", "class", *CASE_METRICS]
+def write_cases_csv(rows: List[dict], path: Path, keys: Sequence[str] = ("trainer", "fold")) -> Path:
+    """Every row's ``keys``, case, class and metrics (``keys=("pipeline",)`` for the pipelines' cases)."""
+    header = [*keys, "case", "class", *CASE_METRICS]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         w.writeheader()
@@ -532,7 +555,7 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         lines += ablation_section(get_ablation(cfg.ablation), rows) + [""]
     if cfg.pipelines:
         from nnunet_ext.cascade.compare import pipelines_section
-        lines += pipelines_section(Path(cfg.workdir).resolve(), cfg.pipelines) + [""]
+        lines += pipelines_section(Path(cfg.workdir).resolve(), cfg.pipelines, out_dir) + [""]
     lines += cost_section(costs, specs, folders, labels, None) + [""]
 
     plots = []
@@ -556,7 +579,9 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         lines += [f"![{p.stem}]({p.name})" for p in overlays] + [""]
     lines += ["## Files", "", "- `cases.csv`: every (trainer, fold, case, class) with all metrics; class `mean` is "
               "the per-case mean over classes", "- `cost.json`: raw cost measurements (all repeats)",
-              "- `learning_curves.json`: per-epoch losses and pseudo Dice from the checkpoints", ""]
+              "- `learning_curves.json`: per-epoch losses and pseudo Dice from the checkpoints",
+              *(["- `pipeline_cases.csv`: every (pipeline, held-out case, class) with all metrics"]
+                if cfg.pipelines else []), ""]
     (out_dir / "config.json").write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v)
                                                      for k, v in asdict(cfg).items()}, indent=1, default=list))
     report = out_dir / "report.md"

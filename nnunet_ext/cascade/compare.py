@@ -5,6 +5,9 @@ ROI) by Dice and cost; the ELANRes paper's cascade adds an organ -> lesion varia
 trained with nnUNetv2_train and predicted with nnUNetv2_predict, evaluated with nnUNetv2_evaluate_folder
 (Dice per label of the source dataset), and timed end to end (wall seconds for all held-out cases, peak
 resident memory of the largest process involved, from wait4/getrusage; CPU, since that is what CI has).
+Every held-out case is also scored on its own (Dice/IoU from nnU-Net's summary.json, HD95/NSD/... from
+nnunet_ext.evaluation, as the benchmark's arms), so the benchmark report can test each pipeline against
+``single_stage`` case by case (paired Wilcoxon, Holm) instead of comparing two means.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from nnunet_ext.cascade.predict import NnUNetModel, StepCost, predict_cascade, r
 from nnunet_ext.cascade.prepare import CascadeSettings, prepare_stage2_dataset
 
 PIPELINES = ("single_stage", "cascade", "segmentor_without_crop", "detector_segmentor")
-BENCHMARK_FOLDER = "pipelines"  # under the benchmark's workdir: comparison.json and the predictions
+REFERENCE = "single_stage"      # vanilla nnU-Net on whole images: what every other pipeline is tested against
+BENCHMARK_FOLDER = "pipelines"  # under the benchmark's workdir: comparison.json, cases.json and the predictions
+CASES_FILE = "cases.json"       # one row per (pipeline, held-out case, class), next to comparison.json
 
 
 def check_pipelines(names) -> tuple:
@@ -44,6 +49,7 @@ class ComparisonSettings:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipelines: tuple = PIPELINES
     device: str = "cpu"  # nnUNetv2_train / nnUNetv2_predict -device (the detector is CPU-sized and runs on CPU)
+    nsd_tolerance_mm: float = 1.0  # of the per-case NSD (the benchmark passes its --nsd-tolerance)
 
 
 def _dice(summary: dict, label: str) -> float:
@@ -88,7 +94,8 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
 
     ``workspace``: an NnUNetWorkspace holding the source raw dataset ``dataset_id`` (imagesTs/labelsTs by
     default). ``cascade_id`` / ``detector_stage2_id``: ids for the two stage-2 datasets this writes.
-    Row keys: pipeline, dice_<label name>..., seconds, peak_rss_mib, train_seconds, notes.
+    Row keys: pipeline, dice_<label name>..., seconds, peak_rss_mib, train_seconds, notes. The per-case
+    scores (``pipeline_case_rows``) go to ``<output_root>/cases.json``.
     """
     settings = settings or ComparisonSettings()
     check_pipelines(settings.pipelines)
@@ -99,12 +106,14 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
     output_root.mkdir(parents=True, exist_ok=True)
     config = settings.configuration
     _ensure_preprocessed(workspace, dataset_id, config)
-    labels = {k: v for k, v in json.loads((workspace.raw / name / "dataset.json").read_text())["labels"].items()
-              if k not in ("background", "ignore")}
+    dataset_json = json.loads((workspace.raw / name / "dataset.json").read_text())
+    labels = {k: v for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")}
+    cases: List[Dict] = []
 
     def row(pipeline: str, pred_dir: Path, seconds: float, rss: float, train_seconds: Optional[float],
             notes: str) -> Dict:
         summary = workspace.evaluate(dataset_id, reference_dir, pred_dir)
+        cases.extend(pipeline_case_rows(pipeline, pred_dir / "summary.json", dataset_json, settings.nsd_tolerance_mm))
         out = {"pipeline": pipeline}
         for label_name, value in labels.items():
             key = str(value) if not isinstance(value, list) else "(" + ", ".join(map(str, value)) + ")"
@@ -160,7 +169,16 @@ def compare_pipelines(workspace, dataset_id: int, cascade_id: int, detector_stag
                         f"detector held-out box IoU {detector_summary['mean_held_out_iou']:.3f}; active stages "
                         + _active_stages(workspace, detector_stage2_id, config)))
     (output_root / "comparison.json").write_text(json.dumps(rows, indent=2))
+    (output_root / CASES_FILE).write_text(json.dumps(cases, indent=1))
     return rows
+
+
+def pipeline_case_rows(pipeline: str, summary_file, dataset_json: dict, nsd_tolerance_mm: float = 1.0) -> List[Dict]:
+    """One pipeline's per-case scores: the benchmark arms' rows (nnunet_ext.benchmark.case_scores.case_rows:
+    one per case and class plus the per-case ``mean``), keyed by ``pipeline`` instead of trainer and fold."""
+    from nnunet_ext.benchmark.case_scores import case_rows
+
+    return [{"pipeline": pipeline, **r} for r in case_rows(summary_file, dataset_json, nsd_tolerance_mm)]
 
 
 def format_rows(rows: List[Dict]) -> str:
@@ -205,7 +223,8 @@ def benchmark_pipeline_job(cfg, folders, eval_set: str, workdir) -> PipelineJob:
     schedule = lambda trainer: short_schedule_name(trainer, cfg.epochs, cfg.iterations, cfg.val_iterations)  # noqa
     settings = ComparisonSettings(configuration=cfg.configuration, trainer=schedule("nnUNetTrainer"),
                                   segmentor_trainer=schedule("StageSkippingSegmentorTrainer"),
-                                  pipelines=check_pipelines(cfg.pipelines), device=cfg.device)
+                                  pipelines=check_pipelines(cfg.pipelines), device=cfg.device,
+                                  nsd_tolerance_mm=float(cfg.nsd_tolerance_mm))
     return PipelineJob(folders, int(cfg.dataset_id), int(ids[0]), int(ids[1]), settings,
                        str(Path(workdir) / BENCHMARK_FOLDER))
 
@@ -216,9 +235,11 @@ def run_pipeline_job(job: PipelineJob) -> List[Dict]:
                              output_root=job.output_root)
 
 
-def pipelines_section(workdir, pipelines) -> List[str]:
-    """The benchmark report's section: the rows compare_pipelines wrote under ``workdir``."""
-    path = Path(workdir) / BENCHMARK_FOLDER / "comparison.json"
+def pipelines_section(workdir, pipelines, out_dir=None) -> List[str]:
+    """The benchmark report's section: the rows compare_pipelines wrote under ``workdir``, then every pipeline
+    tested against ``single_stage`` case by case (its per-case rows also go to ``out_dir/pipeline_cases.csv``)."""
+    folder = Path(workdir) / BENCHMARK_FOLDER
+    path = folder / "comparison.json"
     out = ["## Pipelines: single stage vs two-stage ROI (multi-stage paper Table 3 layout)", "",
            "Every pipeline trained with nnUNetv2_train (fold 0, the benchmark's schedule), predicted on the held-out "
            "cases and scored by nnUNetv2_evaluate_folder (Dice per label). `seconds` = wall time of the whole "
@@ -227,4 +248,33 @@ def pipelines_section(workdir, pipelines) -> List[str]:
            "`detector_segmentor` = \"with crop\". See docs/cascade.md.", ""]
     if not path.is_file():
         return out + [f"No results for {', '.join(pipelines)} ({path} missing; see Failed runs)."]
-    return out + [format_rows(json.loads(path.read_text()))]
+    return out + [format_rows(json.loads(path.read_text())), ""] + pipeline_verdicts(folder / CASES_FILE, out_dir)
+
+
+def pipeline_verdicts(cases_file, out_dir=None) -> List[str]:
+    """Each pipeline against ``single_stage`` on the same held-out cases, per class: the benchmark's paired
+    statistics and plain verdicts (nnunet_ext.benchmark.report.reference_tables), Holm over the pipelines."""
+    from nnunet_ext.benchmark.case_scores import MEAN_CLASS
+    from nnunet_ext.benchmark.report import reference_tables, write_cases_csv
+
+    out = [f"### Each pipeline against {REFERENCE}, case by case", ""]
+    cases_file = Path(cases_file)
+    if not cases_file.is_file():
+        return out + [f"No per-case scores ({cases_file} is missing: a comparison written before they were kept); "
+                      "rerun the benchmark to get them (trained models are reused)."]
+    rows = json.loads(cases_file.read_text())
+    present = list(dict.fromkeys(r["pipeline"] for r in rows))
+    if REFERENCE not in present:
+        return out + [f"No verdicts: {REFERENCE}, the reference, is not among the compared pipelines "
+                      f"({', '.join(present)}); add it to --pipelines."]
+    rows = [{"trainer": r["pipeline"], "fold": 0, **r} for r in rows]  # the benchmark's row keys
+    if out_dir is not None:
+        write_cases_csv(rows, Path(out_dir) / "pipeline_cases.csv", keys=("pipeline",))
+    classes = [MEAN_CLASS] + [c for c in dict.fromkeys(r["class"] for r in rows) if c != MEAN_CLASS]
+    others = len(present) - 1
+    out += [f"Paired on the same held-out case (fold 0's models: the cases vary, the training set does not). Dice "
+            f"from nnU-Net's evaluator; `{MEAN_CLASS}` = the per-case mean over the foreground classes. ΔDice = "
+            f"pipeline - {REFERENCE}, mean with a seeded 95% bootstrap CI; p = two-sided Wilcoxon signed-rank; Holm "
+            f"corrects for the {others} pipeline(s) tested against {REFERENCE}, within each class. The verdict says "
+            "better/worse only when the Holm p < 0.05. Every case and metric: `pipeline_cases.csv`.", ""]
+    return out + reference_tables(rows, present, REFERENCE, classes, kind="pipeline")

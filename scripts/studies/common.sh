@@ -18,6 +18,10 @@ study_args() {  # study_args NAME WORKDIR FULL-SIZE-ARGS...
     fi
 }
 
+tiny_args() {  # tiny_args ARGS...: what one study's toy size needs beyond the shared toy arguments above
+    if [ "${STUDY_SIZE:-full}" = tiny ]; then STUDY_ARGS+=("$@"); fi
+}
+
 run_study() {  # run_study BENCHMARK-ARGS...: one CPU thread per run, two runs at a time on a 2-core machine
     local cores; cores=$(nproc)
     "$BIN/nnunet-ext" benchmark --generate --device "${STUDY_DEVICE:-cpu}" --cpus-per-run 1 \

@@ -1,0 +1,63 @@
+"""Study C's command without running it (the full study trains for over an hour, a toy run for ~45 min on 2 busy
+cores: docs/benchmarks/study_c_two_stage): a stand-in `nnunet-ext` records the arguments the script passes, and
+the benchmark's own parser, config checks and trainer lookup read them."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nnunet_ext.benchmark.runner import WorkspaceFolders, check_trainer_names
+from nnunet_ext.cascade.compare import PIPELINES, benchmark_pipeline_job
+from nnunet_ext.cli import build_parser
+from nnunet_ext.commands.benchmark import config_from_args
+from nnunet_ext.trainer_lookup import check_trainers
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "studies" / "study_c_two_stage.sh"
+RECORD_ARGS = '#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGS_OUT"\n'
+
+
+def script_argv(tmp_path, size: str):
+    """The argument list study_c_two_stage.sh hands to nnunet-ext at this STUDY_SIZE."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nnunet-ext").write_text(RECORD_ARGS)
+    (bin_dir / "nnunet-ext").chmod(0o755)
+    out = tmp_path / "argv"
+    env = dict(os.environ, BIN=str(bin_dir), STUDY_SIZE=size, ARGS_OUT=str(out))
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "work")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text().split("\0")[:-1]
+
+
+@pytest.mark.parametrize("size", ["full", "tiny"])
+def test_study_c_command_passes_the_benchmark_checks(tmp_path, size):
+    argv = script_argv(tmp_path, size)
+    assert argv[0] == "benchmark"
+    cfg = config_from_args(build_parser().parse_args(argv), argv=argv[1:])
+    cfg.validate()
+    check_trainer_names(cfg)  # every arm's short-schedule trainer, as nnUNetv2_train looks it up
+    job = benchmark_pipeline_job(cfg, WorkspaceFolders("/r", "/p", "/s", 0), "test", tmp_path)
+    check_trainers([job.settings.trainer, job.settings.segmentor_trainer])
+    # the pipelines train on the arms' schedule: single_stage is the vanilla arm's own fold-0 model
+    schedule = f"_ep{cfg.epochs}it{cfg.iterations}val{cfg.val_iterations}"
+    assert (job.settings.trainer, job.settings.segmentor_trainer) == \
+        ("nnUNetTrainer" + schedule, "StageSkippingSegmentorTrainer" + schedule)
+    assert [a.trainer for a in cfg.arms()] == ["nnUNetTrainer", "ELANResMSCAUNetTrainer"]
+    assert (cfg.task, cfg.configuration, cfg.generate, job.settings.pipelines) == \
+        ("organ_lesion", "3d_fullres", True, PIPELINES)
+    assert job.settings.nsd_tolerance_mm == cfg.nsd_tolerance_mm
+    if size == "full":
+        assert cfg.folds == (0, 1, 2) and cfg.report_dir == Path("docs/benchmarks/study_c_two_stage")
+        assert (cfg.num_train_cases, cfg.num_test_cases, cfg.shape) == (60, 50, (16, 48, 48))  # the README's budget
+    else:
+        assert cfg.folds == (0,) and (cfg.epochs, cfg.iterations) == (1, 2) and cfg.num_test_cases == 3
+        assert cfg.report_dir == tmp_path / "work" / "report"
+
+
+def test_study_c_refuses_an_unknown_size(tmp_path):
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], env=dict(os.environ, STUDY_SIZE="huge"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "STUDY_SIZE must be full or tiny, got 'huge'" in proc.stderr
