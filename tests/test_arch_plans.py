@@ -253,7 +253,15 @@ def test_impossible_default_budget_says_by_how_much(workspace, stand_ins):
         cli_main(["plans", "-d", str(DATASET_ID), "-a", "ResEnc", "-c", "3d_fullres", "--preprocessed", str(workspace)])
 
 
-def test_checkpointed_network_keeps_nnunets_batch_and_patch_and_says_so(roomy_configuration):
+def test_checkpointed_network_keeps_nnunets_batch_and_patch_and_says_so(roomy_configuration, monkeypatch):
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+
+    from nnunet_ext.commands.plans import fit_lines
+    from nnunet_ext.training.checkpointing import enable_activation_checkpointing
+
+    # the stand-in checkpoints its conv blocks, as our networks declare their units
+    monkeypatch.setattr(PlainConvUNet, "checkpoint_units", (StackedConvBlocks,), raising=False)
     # a budget that would shrink the plain network to batch 2 and a smaller patch (test above)
     fixed, per_sample = network_cost(roomy_configuration, (20, 40, 40))
     budget_gb = (fixed + 2 * per_sample) / GB
@@ -261,7 +269,19 @@ def test_checkpointed_network_keeps_nnunets_batch_and_patch_and_says_so(roomy_co
     kept = fit_configuration(checkpointed, "3d_fullres", roomy_configuration, 2, 3, memory_gb=budget_gb)
     planned = (int(roomy_configuration.batch_size), tuple(roomy_configuration.patch_size))
     assert (kept.estimate.batch_size, kept.estimate.patch_size) == planned
-    assert "kept nnU-Net's batch and patch" in kept.decision and "activation checkpointing" in kept.decision
+    # the checkpointed figure is the estimator's for the network as the trainers build it, at nnU-Net's patch
+    network = enable_activation_checkpointing(build_network(kept.entry, 2, 3))
+    expected = estimate_training_memory(network, 2, planned[1], planned[0], (4, 8, 8))
+    assert kept.checkpointed_estimate.total_bytes == expected.total_bytes < kept.estimate.total_bytes
+    assert kept.trained_estimate is kept.checkpointed_estimate
+    assert kept.decision.startswith(
+        f"kept nnU-Net's batch and patch by turning activation checkpointing on (our trainers' default): estimated "
+        f"{expected.total_gb:.3f} GB with it against the budget of {budget_gb:.3f} GB "
+        f"({expected.total_bytes / (budget_gb * GB):.2f}x), {kept.estimate.total_gb:.3f} GB without")
+    row, decision = fit_lines([kept])[1:]
+    assert row.split()[1] == f"{budget_gb:.3f}" and row.endswith(f" {expected.total_gb:.3f} (checkpointed)")
+    assert decision == f"  3d_fullres: {kept.decision}"
+    assert kept.summary()["checkpointed_estimate"] == expected.as_dict()
     shrunk = fit_configuration(checkpointed, "3d_fullres", roomy_configuration, 2, 3, memory_gb=budget_gb,
                                activation_checkpointing=False)
     assert (shrunk.estimate.batch_size, shrunk.estimate.patch_size) == (2, (20, 40, 40))

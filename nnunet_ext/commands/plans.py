@@ -39,12 +39,21 @@ def run(args):
                                       activation_checkpointing=not args.no_checkpointing)
     except PlanningError as error:
         raise SystemExit(f"nnunet-ext plans: {error}")
-    print(f"{'configuration':<14} {'budget GB':>9} {'planned (batch, patch)':>28} {'ours (batch, patch)':>28} {'est. GB':>8}")
-    for f in fits:
-        planned = f"{f.planned_batch_size}, {list(f.planned_patch_size)}"
-        ours = f"{f.estimate.batch_size}, {list(f.estimate.patch_size)}"
-        print(f"{f.configuration:<14} {f.budget_gb:>9.3f} {planned:>28} {ours:>28} {f.estimate.total_gb:>8.3f}")
-        print(f"  {f.configuration}: {f.decision}")
+    print("\n".join(fit_lines(fits)))
     print(f"wrote {out}")
     print(f"train with: nnUNetv2_train {args.dataset} CONFIGURATION FOLD -p {out.stem}")
     return 0
+
+
+def fit_lines(fits) -> list:
+    """The table the command prints: per configuration the budget beside the estimate of the network our trainers
+    train (the checkpointed one, marked, where checkpointing kept nnU-Net's batch and patch), then the decision."""
+    lines = [f"{'configuration':<14} {'budget GB':>9} {'planned (batch, patch)':>28} {'ours (batch, patch)':>28} "
+             f"{'est. GB':>8}"]
+    for f in fits:
+        planned = f"{f.planned_batch_size}, {list(f.planned_patch_size)}"
+        ours = f"{f.estimate.batch_size}, {list(f.estimate.patch_size)}"
+        marked = " (checkpointed)" if f.checkpointed_estimate is not None else ""
+        lines += [f"{f.configuration:<14} {f.budget_gb:>9.3f} {planned:>28} {ours:>28} "
+                  f"{f.trained_estimate.total_gb:>8.3f}{marked}", f"  {f.configuration}: {f.decision}"]
+    return lines

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.planning.memory import GB, SGD_MOMENTUM_STATES, ActivationModel, MemoryEstimate, \
-    fit_activation_model, parameter_bytes
+    estimate_training_memory, fit_activation_model, parameter_bytes
 
 # nnU-Net's planner: smallest batch (UNet_min_batch_size) and smallest bottleneck edge
 # (UNet_featuremap_min_edge_length); we shrink no further than nnU-Net itself would plan.
@@ -145,11 +145,20 @@ class ConfigurationFit:
     estimate: MemoryEstimate
     entry: dict = field(repr=False)
     decision: str = ""
+    # the network as our trainers build it (activation checkpointing on), when checkpointing kept the plans
+    checkpointed_estimate: Optional[MemoryEstimate] = None
+
+    @property
+    def trained_estimate(self) -> MemoryEstimate:
+        """What the trainers' network needs: the checkpointed estimate where there is one."""
+        return self.checkpointed_estimate or self.estimate
 
     def summary(self) -> dict:
+        checkpointed = {"checkpointed_estimate": self.checkpointed_estimate.as_dict()} \
+            if self.checkpointed_estimate is not None else {}
         return {"budget_gb": round(self.budget_gb, 4), "nnunet_plainconvunet_gb": round(self.reference_gb, 4),
                 "planned_batch_size": self.planned_batch_size, "planned_patch_size": list(self.planned_patch_size),
-                "estimate": self.estimate.as_dict(), "decision": self.decision}
+                "estimate": self.estimate.as_dict(), **checkpointed, "decision": self.decision}
 
 
 class _NetworkMemory:
@@ -169,6 +178,20 @@ class _NetworkMemory:
         return MemoryEstimate(params, params, optimizer_states * params,
                               batch_size * activations.bytes_per_sample(patch_size), int(batch_size),
                               tuple(int(p) for p in patch_size))
+
+    def checkpointed_estimate(self, entry: dict, divisor: Sequence[int], patch_size: Sequence[int], batch_size: int,
+                              optimizer_states: int) -> MemoryEstimate:
+        """The network with activation checkpointing on, as our trainers build it, counted at this patch (the
+        estimator's meta-device count, which sees what checkpointing recomputes)."""
+        from nnunet_ext.training.checkpointing import enable_activation_checkpointing
+
+        network = build_network(entry, self.input_channels, self.output_channels)
+        try:
+            enable_activation_checkpointing(network)
+        except ValueError as error:
+            raise PlanningError(f"{entry['network_class_name']} is planned as checkpointed but {error}") from None
+        return estimate_training_memory(network, self.input_channels, patch_size, batch_size, divisor,
+                                        optimizer_states)
 
     def per_sample_and_fixed(self, entry: dict, patch_size, optimizer_states: int) -> Tuple[float, float]:
         params, activations = self._cache[json.dumps(entry, sort_keys=True)]
@@ -202,9 +225,10 @@ def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, 
     planner) in steps of the total stride, keeping a bottleneck of >= 4 voxels per axis.
 
     A network our trainers train with activation checkpointing keeps nnU-Net's batch and patch (the fair
-    comparison is at the same patch): checkpointing, not a smaller patch, is what brings its memory down, and
-    the saved-tensor estimate cannot see what checkpointing recomputes. ``activation_checkpointing=False``
-    plans for the ``...NoCheckpointing`` trainers instead (estimate, then shrink)."""
+    comparison is at the same patch): checkpointing, not a smaller patch, is what brings its memory down. The
+    fit then also holds the checkpointed network's estimate at that patch, which the decision names beside the
+    budget. ``activation_checkpointing=False`` plans for the ``...NoCheckpointing`` trainers instead (estimate,
+    then shrink)."""
     cm = configuration_manager
     planned_batch, planned_patch = int(cm.batch_size), tuple(int(p) for p in cm.patch_size)
     reference_entry = {"network_class_name": cm.network_arch_class_name, "arch_kwargs": cm.network_arch_init_kwargs,
@@ -228,11 +252,14 @@ def fit_configuration(plan: ArchitecturePlan, name: str, configuration_manager, 
         return ConfigurationFit(name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry,
                                 "kept nnU-Net's batch and patch: the estimate fits the budget")
     if plan.checkpointed and activation_checkpointing:
+        checkpointed = memory.checkpointed_estimate(entry, divisor, patch, batch, optimizer_states)
         return ConfigurationFit(
             name, budget / GB, reference.total_gb, planned_batch, planned_patch, estimate, entry,
-            f"kept nnU-Net's batch and patch: the plain network would need an estimated {estimate.total_gb:.2f} GB "
-            f"({estimate.total_bytes / budget:.1f}x the budget), our trainers train it with activation checkpointing "
-            f"(measured: docs/benchmarks/real_scale); for the NoCheckpointing trainers plan with --no-checkpointing")
+            f"kept nnU-Net's batch and patch by turning activation checkpointing on (our trainers' default): "
+            f"estimated {checkpointed.total_gb:.3f} GB with it against the budget of {budget / GB:.3f} GB "
+            f"({checkpointed.total_bytes / budget:.2f}x), {estimate.total_gb:.3f} GB without "
+            f"({estimate.total_bytes / budget:.2f}x; measured: docs/benchmarks/real_scale); for the NoCheckpointing "
+            f"trainers plan with --no-checkpointing", checkpointed)
     if estimate.total_bytes > budget:  # 1) batch size: the largest that fits, not below nnU-Net's minimum
         per_sample, fixed = memory.per_sample_and_fixed(entry, patch, optimizer_states)
         fitting = math.floor((budget - fixed) / per_sample) if budget > fixed else 0
