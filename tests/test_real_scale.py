@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_ext.benchmark.real_scale import main, render
+from nnunet_ext.benchmark.real_scale import main, merge_estimates, render
 from nnunet_ext.data.phantoms import generate_dataset
 
 DATASET_ID = 952
@@ -32,8 +32,29 @@ def test_table_gives_ratios_to_the_first_trainer_and_names_failures():
     assert "failed: exit -9 (killed: out of memory?)" in lines["Broken"]
 
 
+def test_estimates_of_a_later_run_replace_the_measured_runs_at_the_same_patch_and_batch():
+    old = dict(row("A", 2.0, 4.0, 10.0, 100.0), estimate_gb=1.0)
+    sts = dict(row("S", 1.0, 1.0, 1.0, 10.0), notes=["no estimate: KeyError: 'strides'", "kept"])
+    other_patch = row("B", 3.0, 5.0, 20.0, 200.0)
+    failed = {"trainer": "Broken", "error": "exit 1"}
+    estimates = [{"trainer": "A", "patch_size": [16, 32, 32], "batch_size": 2, "estimate_gb": 1.5},
+                 {"trainer": "S", "patch_size": [16, 32, 32], "batch_size": 2, "estimate_gb": 0.75},
+                 {"trainer": "B", "patch_size": [8, 32, 32], "batch_size": 2, "estimate_gb": 9.0},
+                 {"trainer": "Broken", "error": "exit 1"}]
+    merged = merge_estimates([old, sts, other_patch, failed], estimates)
+    assert [r.get("estimate_gb") for r in merged] == [1.5, 0.75, None, None]
+    assert merged[1]["notes"] == ["kept"] and merged[3] == failed and old["estimate_gb"] == 1.0  # input untouched
+    table = render(merged, "measure", "T", estimate_command="estimate")
+    assert "\n`measure`\n\n\"estimate GB\" is the current estimator's, written into this table from the measured " \
+           "run's results.json by `estimate` (no training step)" in table
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert cells["A"][8] == "1.50" and cells["S"][8] == "0.75" and cells["B"][8] == "-"
+    assert "- S: kept" in table and "no estimate" not in table
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--measured", "x.json"], "--measured goes with --estimate-only"),
+    (["--estimate-only", "--measured-command", "m"], "--measured-command goes with --measured and --out"),
     (["--estimate-only", "--measured", "/nonexistent/results.json"], "cannot read a results.json"),
 ])
 def test_bad_measured_file_is_refused_with_a_sentence(argv, message, capsys):

@@ -260,10 +260,16 @@ def _ratio(value, reference) -> str:
     return f"{value / reference:.2f}" if reference else "-"
 
 
-def render(results: List[dict], command: str, title: str) -> str:
+def render(results: List[dict], command: str, title: str, estimate_command: Optional[str] = None) -> str:
+    """The measured table; ``estimate_command``: the ``--estimate-only`` run whose estimates replaced the
+    measured run's (``merge_estimates``), named under the measured run's command."""
     ok = [r for r in results if "error" not in r]
     ref = ok[0] if ok else None
     lines = [f"### {title}", "", f"`{command}`", ""]
+    if estimate_command:
+        lines += [f"\"estimate GB\" is the current estimator's, written into this table from the measured run's "
+                  f"results.json by `{estimate_command}` (no training step); every other column is the measured "
+                  f"run's.", ""]
     if ref:
         lines += [f"Patch {'x'.join(map(str, ref['patch_size']))}, batch {ref['batch_size']}, device "
                   f"{ref['device']} ({ref['threads']} threads); memory = {ref['memory_kind']}. Ratios are to "
@@ -285,6 +291,20 @@ def render(results: List[dict], command: str, title: str) -> str:
             f"{_ratio(r['forward_ms'], ref['forward_ms'])} | {r['loss']:.3f} |")
     notes = [f"- {r['trainer']}: {n}" for r in ok for n in r.get("notes", [])]
     return "\n".join(lines + ([""] + notes if notes else []) + [""])
+
+
+def merge_estimates(measured: List[dict], estimates: List[dict]) -> List[dict]:
+    """The measured results with each trainer's estimate replaced by the estimate run's at the same patch and
+    batch (none there: no estimate); a failed measurement stays as it was."""
+    by_run = {(r["trainer"], tuple(r["patch_size"]), r["batch_size"]): r["estimate_gb"]
+              for r in estimates if "error" not in r}
+    merged = []
+    for r in measured:
+        if "error" not in r:
+            r = {**r, "estimate_gb": by_run.get((r["trainer"], tuple(r["patch_size"]), r["batch_size"])),
+                 "notes": [n for n in r.get("notes", []) if not n.startswith("no estimate")]}
+        merged.append(r)
+    return merged
 
 
 def render_estimates(results: List[dict], command: str, title: str, measured: Optional[List[dict]] = None) -> str:
@@ -334,6 +354,9 @@ def main(argv=None) -> int:
     parser.add_argument("--measured", type=Path,
                         help="with --estimate-only: a results.json of an earlier run, whose measured memory is "
                              "printed beside the estimate")
+    parser.add_argument("--measured-command",
+                        help="with --measured: the command that measured it; also write measured_table.md, its table "
+                             "with this run's estimates in the estimate column (merged.json: its results with them)")
     parser.add_argument("--out", type=Path, required=False, help="folder for results.json and table.md")
     parser.add_argument("--title", default="Stock nnU-Net plans", help="table heading")
     args = parser.parse_args(argv)
@@ -346,6 +369,8 @@ def main(argv=None) -> int:
         return 0
     if args.measured and not args.estimate_only:
         parser.error("--measured goes with --estimate-only")
+    if args.measured_command and not (args.measured and args.out):
+        parser.error("--measured-command goes with --measured and --out")
     measured = None
     if args.measured:
         try:
@@ -382,6 +407,10 @@ def main(argv=None) -> int:
     print(table)
     if args.out:
         (args.out / "table.md").write_text(table)
+    if args.measured_command:
+        merged = merge_estimates(measured, results)
+        (args.out / "merged.json").write_text(json.dumps(merged, indent=1))
+        (args.out / "measured_table.md").write_text(render(merged, args.measured_command, args.title, command))
     return 0 if all("error" not in r for r in results) else 1
 
 
