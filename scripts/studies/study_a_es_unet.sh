@@ -3,7 +3,7 @@
 # Vanilla nnU-Net (3d_fullres) against ES-UNet, DWD, RSS, ES-UNet + DWD + RSS and UNet 3+, 3 folds, each arm on
 # nnU-Net's own plans, scored on the validation cases.
 # The ResEnc arm (--resenc nearest) is left out: on this task nnU-Net's ResEnc M planner fills its memory target
-# with batch 50 (vanilla: 2), 57 s per epoch against vanilla's 1.3 s, so its 3 runs alone would take ~115 min
+# with batch 50 (vanilla: 2), 57 s per epoch against vanilla's 1.3 s, so its 3 runs alone would take ~150 min
 # on 2 cores (measured 2026-11-29; docs/benchmarks/study_a_es_unet/README.md).
 #   bash scripts/studies/study_a_es_unet.sh [WORKDIR]          # resumes if re-run
 #   STUDY_SIZE=tiny bash scripts/studies/study_a_es_unet.sh      # the same command at toy size (CI)
