@@ -49,9 +49,10 @@ def test_study_c_command_passes_the_benchmark_checks(tmp_path, size):
     assert (cfg.task, cfg.configuration, cfg.generate, job.settings.pipelines) == \
         ("organ_lesion", "3d_fullres", True, PIPELINES)
     assert job.settings.nsd_tolerance_mm == cfg.nsd_tolerance_mm
+    assert (cfg.shape, cfg.spacing) == ((16, 32, 32), (8.0, 3.0, 3.0))  # both sizes: the README's budget grid
     if size == "full":
         assert cfg.folds == (0, 1, 2) and cfg.report_dir == Path("docs/benchmarks/study_c_two_stage")
-        assert (cfg.num_train_cases, cfg.num_test_cases, cfg.shape) == (60, 50, (16, 48, 48))  # the README's budget
+        assert (cfg.num_train_cases, cfg.num_test_cases, cfg.epochs, cfg.iterations) == (60, 50, 70, 10)  # README
     else:
         assert cfg.folds == (0,) and (cfg.epochs, cfg.iterations) == (1, 2) and cfg.num_test_cases == 3
         assert cfg.report_dir == tmp_path / "work" / "report"
