@@ -4,6 +4,9 @@
 # (core 1 only, nice 19, one thread); on an idle machine give it the cores:
 #   E2E_CPUS=0,1 E2E_THREADS=2 E2E_NICE=0 e2e.sh WORKDIR TRAINER...
 # E2E_SCHEDULE (default _ep1it2val1) is the short-schedule suffix of every trainer name.
+# E2E_STOP_AT_EPOCH=1 (with a schedule of 2+ epochs) stops training after epoch 0 through
+# NNUNET_EXT_STOP_AT_EPOCH, before nnU-Net's final validation (8 tiles x 8 mirrorings), and predicts from
+# checkpoint_latest.pth: ES-UNet's final validation alone takes ~50 min on 2 CPU cores.
 #
 #   e2e.sh WORKDIR TRAINER...     run; WORKDIR gets logs, /usr/bin/time reports and predictions
 #   e2e.sh --table WORKDIR        print the table of peak RSS and times from WORKDIR's reports
@@ -42,7 +45,9 @@ cd "$work"
 export nnUNet_extTrainer=${nnUNet_extTrainer:-$(nnunet-ext trainers-dir)}
 cpus=${E2E_CPUS:-1} threads=${E2E_THREADS:-1} niceness=${E2E_NICE:-19} schedule=${E2E_SCHEDULE:-_ep1it2val1}
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads nnUNet_n_proc_DA=1
-echo "== cpus $cpus, $threads threads, nice $niceness, schedule $schedule" >> progress.log
+checkpoint=checkpoint_final.pth
+if [[ -n "${E2E_STOP_AT_EPOCH:-}" ]]; then export NNUNET_EXT_STOP_AT_EPOCH=$E2E_STOP_AT_EPOCH; checkpoint=checkpoint_latest.pth; fi
+echo "== cpus $cpus, $threads threads, nice $niceness, schedule $schedule, stop at ${E2E_STOP_AT_EPOCH:-end}" >> progress.log
 for trainer in "$@"; do
     echo "== ${trainer}$schedule train $(date -u +%T)" >> progress.log
     /usr/bin/time -v -o "time_train_$trainer.txt" taskset -c "$cpus" nice -n "$niceness" \
@@ -51,6 +56,6 @@ for trainer in "$@"; do
     rm -rf "out_$trainer"
     /usr/bin/time -v -o "time_predict_$trainer.txt" taskset -c "$cpus" nice -n "$niceness" \
         nnUNetv2_predict -i in -o "out_$trainer" -d 990 -c 3d_fullres -tr "${trainer}$schedule" -f 0 \
-        --disable_tta -device cpu -npp 1 -nps 1 > "log_predict_$trainer.txt" 2>&1 || true
+        --disable_tta -device cpu -npp 1 -nps 1 -chk "$checkpoint" > "log_predict_$trainer.txt" 2>&1 || true
 done
 echo "done $(date -u +%T)" >> progress.log
