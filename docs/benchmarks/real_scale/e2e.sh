@@ -21,8 +21,9 @@ row() {  # trainer, step, /usr/bin/time -v report
         /Maximum resident set size/ {rss = $2 / 1048576}
         /User time/ {user = $2} /System time/ {sys = $2}
         /Elapsed \(wall clock\)/ {n = split($2, p, ":"); wall = (n == 3 ? p[1] * 3600 + p[2] * 60 + p[3] : p[1] * 60 + p[2])}
-        /Exit status/ {status = $2}
-        END {printf "| %s | %s | %d | %.2f | %.0f | %.0f |\n", t, s, status, rss, wall, user + sys}' "$3"
+        /Exit status/ {if (status == "") status = $2}
+        /Command terminated by signal/ {split($0, w, "signal "); status = "killed by signal " w[2]}
+        END {printf "| %s | %s | %s | %.2f | %.0f | %.0f |\n", t, s, status, rss, wall, user + sys}' "$3"
 }
 
 if [[ "${1:-}" == "--table" ]]; then
