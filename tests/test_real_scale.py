@@ -83,6 +83,16 @@ def test_e2e_script_tabulates_peak_rss_and_times_from_time_v_reports(tmp_path):
                          "| A | nnUNetv2_predict | 0 | 0.50 | 150 | 30 |"]
 
 
+def test_e2e_script_says_when_the_kernel_killed_a_command(tmp_path):
+    # /usr/bin/time -v writes "Exit status: 0" after a signal; the first line says what happened
+    report = "Command terminated by signal 9\n" + TIME_V.format(user="700.00", wall="11:27.97", rss=19347780)
+    (tmp_path / "time_train_ES.txt").write_text(report)
+    script = Path(__file__).parents[1] / "docs" / "benchmarks" / "real_scale" / "e2e.sh"
+    table = subprocess.run(["bash", str(script), "--table", str(tmp_path)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert table[2:] == ["| ES | nnUNetv2_train | killed by signal 9 | 18.45 | 688 | 710 |"]
+
+
 @pytest.mark.e2e
 def test_tiny_run_measures_vanilla_and_es_unet_at_the_stock_plans(tmp_path):
     env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
