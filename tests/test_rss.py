@@ -323,3 +323,17 @@ def test_full_nnunet_pipeline_runs_with_rss():
     out = pipeline(image=image, segmentation=seg)
     assert out["image"].shape == (1, 32, 32, 32) and out["segmentation"].shape == (1, 32, 32, 32)
     assert set(out["segmentation"].unique().tolist()) <= {0, 1}
+
+
+def test_the_card_name_es_unet_dwd_trainer_is_the_full_method_with_rss():
+    """`-tr ESUNetDWDTrainer` (the name users type) trains ES-UNet + DWD + RSS; Table 5's '+DWD' row without RSS
+    is `ESUNetDWDOnlyTrainer`. Both build the DWD + focal loss; only the full method scales regions."""
+    from nnunet_ext.training.dwd import DWDFocalLoss
+    from nnunet_ext_trainers.es_unet_trainers import ESUNetDWDOnlyTrainer, ESUNetDWDRSSTrainer, ESUNetDWDTrainer
+
+    full, dwd_only = pipeline_of(ESUNetDWDTrainer).transforms, pipeline_of(ESUNetDWDOnlyTrainer).transforms
+    assert isinstance(full[0], RegionSpecificScaling) and full[0].foreground_labels == (1, 2)
+    assert not any(isinstance(t, RegionSpecificScaling) for t in dwd_only)
+    assert [type(t) for t in full] == [type(t) for t in pipeline_of(ESUNetDWDRSSTrainer).transforms]
+    for cls in (ESUNetDWDTrainer, ESUNetDWDOnlyTrainer):
+        assert cls.build_segmentation_loss is DWDFocalLoss.build_segmentation_loss

@@ -2,7 +2,8 @@
 
 The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only the network,
 ``...FocalDice...`` uses the paper's baseline loss (focal + Dice, Eq. 1-2; its Tables 1-4),
-``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling. ``nnUNetTrainer...``
+``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling; one exception:
+``ESUNetDWDTrainer`` is the full method (DWD + RSS, the name users type), ``ESUNetDWDOnlyTrainer`` DWD alone. ``nnUNetTrainer...``
 put the paper's loss and augmentation on vanilla nnU-Net's own network (its Table 5 rows for 3D UNet).
 Which trainer reproduces which table row: docs/es_unet.md.
 """
@@ -27,8 +28,8 @@ class ESUNetFocalDiceRSSTrainer(RSSAugmentation, FocalDiceLoss, ESUNetArchitectu
     """ES-UNet with focal + Dice and Region Specific Scaling (Tables 2 and 5, RSS row)."""
 
 
-class ESUNetDWDTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
-    """ES-UNet trained with the DWD + focal loss."""
+class ESUNetDWDOnlyTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet trained with the DWD + focal loss, without RSS (Table 5 '+DWD')."""
 
 
 class ESUNetRSSTrainer(RSSAugmentation, ESUNetArchitecture, ExtTrainer):
@@ -37,6 +38,10 @@ class ESUNetRSSTrainer(RSSAugmentation, ESUNetArchitecture, ExtTrainer):
 
 class ESUNetDWDRSSTrainer(RSSAugmentation, DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
     """The paper's full method: ES-UNet + DWD/focal loss + RSS, on nnU-Net's schedule."""
+
+
+class ESUNetDWDTrainer(ESUNetDWDRSSTrainer):
+    """The full method under the name users type (`-tr ESUNetDWDTrainer`): ES-UNet + DWD + RSS, as above."""
 
 
 class ESUNetDWDRSSPaperScheduleTrainer(ESUNetPaperSchedule, ESUNetDWDRSSTrainer):

@@ -56,7 +56,7 @@ ES_UNET_TABLE5 = Ablation(
                                     ("DWD loss",): "UNet3PlusDWDTrainer",
                                     ("RSS", "DWD loss"): "UNet3PlusDWDRSSTrainer"}, _T5)
         + _factorial("ES-UNet", {(): "ESUNetFocalDiceTrainer", ("RSS",): "ESUNetFocalDiceRSSTrainer",
-                                 ("DWD loss",): "ESUNetDWDTrainer", ("RSS", "DWD loss"): "ESUNetDWDRSSTrainer"},
+                                 ("DWD loss",): "ESUNetDWDOnlyTrainer", ("RSS", "DWD loss"): "ESUNetDWDRSSTrainer"},
                      _T5)))
 
 _T4 = ("Enc-Dec", "Dec-Dec")
