@@ -9,13 +9,20 @@ image, random labels; the targets at the trainer's deep-supervision scales). Rep
 - peak training-step memory: CUDA max allocated on a GPU; on a CPU the process's peak RSS above its
   resident size after ``initialize()`` (what the step itself adds, incl. gradients and optimizer state),
 - the estimator's figure for the same network (nnunet_ext.planning.memory), for comparison,
-- seconds per training step (median of the timed steps after one untimed step),
+- seconds per training step (median of the timed steps after one untimed step), wall clock and, with
+  ``--cpu-time`` in the table, the process's CPU seconds (all its threads): on a shared, loaded machine the CPU
+  seconds say more about the network than the wall clock, which says as much about the load (study budgets),
 - milliseconds per forward in eval (no grad, deep supervision off, as nnUNetv2_predict runs it),
 
 and every ratio to the first trainer (vanilla nnU-Net). The machine is noisy: read the ratios, which come
 from one run, not the absolute seconds.
 
     python -m nnunet_ext.benchmark.real_scale -d 990 --generate --out docs/benchmarks/real_scale
+
+CPU seconds per step on a study task's grid, one thread (a study's budget; docs/benchmarks/study_c_two_stage):
+
+    python -m nnunet_ext.benchmark.real_scale -d 978 --generate --task organ_lesion --shape 16 32 32 \
+        --spacing 8 3 3 --threads 1 --steps 5 --cpu-time --no-estimate -tr nnUNetTrainer ELANResMSCAUNetTrainer
 """
 from __future__ import annotations
 
@@ -55,6 +62,8 @@ class StepCost:
     estimate_gb: Optional[float]
     train_step_s: float
     train_step_all_s: List[float]
+    train_step_cpu_s: float
+    train_step_cpu_all_s: List[float]
     forward_ms: float
     loss: float
     checkpointing: bool
@@ -210,15 +219,16 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     baseline = _rss_bytes()
-    times, loss = [], float("nan")
+    times, cpu_times, loss = [], [], float("nan")
     trainer.network.train()
     for step in range(max(1, steps)):
         _sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = float(trainer.train_step(batch_dict)["loss"])
         _sync(device)
         if step > 0 or steps == 1:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated"
     else:
@@ -237,32 +247,68 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     return StepCost(trainer=trainer_name, patch_size=patch, batch_size=batch, parameters=count_parameters(plain),
                     gflops_per_patch=(flops or 0) / 1e9, train_memory_gb=memory / GB, memory_kind=kind,
                     estimate_gb=estimate_gb, train_step_s=statistics.median(times), train_step_all_s=times,
+                    train_step_cpu_s=statistics.median(cpu_times), train_step_cpu_all_s=cpu_times,
                     forward_ms=forward_ms, loss=loss, checkpointing=is_checkpointed(plain), device=str(device),
                     threads=threads, notes=notes)
 
 
+def _error_line(error: BaseException) -> str:
+    """An exception as one line, ``Type: message``: a failed trainer's table row and console line."""
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def run_child(spec: dict) -> int:
+    """The ``--child`` process: one JSON line on stdout, the result or ``{"trainer", "error"}`` naming the
+    exception (its traceback on stderr, for the parent's log)."""
+    import traceback
+
+    spec = dict(spec)
+    try:
+        if spec.pop("estimate_only", False):
+            result = estimate_trainer(**spec)
+        else:
+            result = asdict(measure_trainer(**spec))
+    except Exception as error:
+        traceback.print_exc()
+        print(json.dumps({"trainer": spec.get("trainer_name"), "error": _error_line(error)}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def measure_in_subprocess(spec: dict, timeout: int = 7200) -> dict:
     """``measure_trainer(**spec)`` (or ``estimate_trainer`` for a spec with ``"estimate_only": True``) in a
-    fresh process; a failure comes back as ``{"trainer", "error", "log"}``."""
+    fresh process; a failure comes back as ``{"trainer", "error", "log"}``, ``error`` one line: the exception
+    (``Type: message``), or the exit status and last line of output of a process that died (out of memory)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)), nnUNet_compile="false")
     proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.real_scale", "--child", json.dumps(spec)],
                           env=env, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    reported = json.loads(lines[-1]) if lines else {}
+    if "error" in reported:
+        return {**reported, "trainer": spec["trainer_name"], "log": (proc.stdout + proc.stderr)[-3000:]}
     if proc.returncode != 0 or not lines:
         tail = (proc.stdout + proc.stderr)[-3000:]
         killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
         last = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
         return {"trainer": spec["trainer_name"], "error": f"exit {proc.returncode}{killed}: {last[0]}", "log": tail}
-    return json.loads(lines[-1])
+    return reported
+
+
+def _failed_row(result: dict, columns: int) -> str:
+    """A failed trainer's table row: its name, why (one line), empty cells to the table's width."""
+    return f"| {result['trainer']} | failed: {result['error'].splitlines()[0][:160]} |" + " |" * (columns - 2)
 
 
 def _ratio(value, reference) -> str:
     return f"{value / reference:.2f}" if reference else "-"
 
 
-def render(results: List[dict], command: str, title: str, estimate_command: Optional[str] = None) -> str:
+def render(results: List[dict], command: str, title: str, estimate_command: Optional[str] = None,
+           cpu_time: bool = False) -> str:
     """The measured table; ``estimate_command``: the ``--estimate-only`` run whose estimates replaced the
-    measured run's (``merge_estimates``), named under the measured run's command."""
+    measured run's (``merge_estimates``), named under the measured run's command; ``cpu_time``: the process's
+    CPU seconds per step and their ratio beside the wall-clock seconds (``-`` for a run that did not record them)."""
     ok = [r for r in results if "error" not in r]
     ref = ok[0] if ok else None
     lines = [f"### {title}", "", f"`{command}`", ""]
@@ -274,21 +320,25 @@ def render(results: List[dict], command: str, title: str, estimate_command: Opti
         lines += [f"Patch {'x'.join(map(str, ref['patch_size']))}, batch {ref['batch_size']}, device "
                   f"{ref['device']} ({ref['threads']} threads); memory = {ref['memory_kind']}. Ratios are to "
                   f"`{ref['trainer']}`, measured in the same run.", ""]
-    lines += ["| trainer | patch x batch | checkpointing | params M | GFLOPs/patch | FLOPs x | train memory GB | "
-              "memory x | estimate GB | s / train step | time x | forward ms | forward x | loss |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["trainer", "patch x batch", "checkpointing", "params M", "GFLOPs/patch", "FLOPs x", "train memory GB",
+              "memory x", "estimate GB", "s / train step", "time x",
+              *(["CPU s / train step", "CPU time x"] if cpu_time else []), "forward ms", "forward x", "loss"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['trainer']} | failed: {r['error'].splitlines()[0][:160]} |" + " |" * 12)
+            lines.append(_failed_row(r, len(header)))
             continue
         est = f"{r['estimate_gb']:.2f}" if r.get("estimate_gb") is not None else "-"
-        lines.append(
-            f"| {r['trainer']} | {'x'.join(map(str, r['patch_size']))} x {r['batch_size']} | "
-            f"{'yes' if r['checkpointing'] else 'no'} | {r['parameters'] / 1e6:.2f} | {r['gflops_per_patch']:.1f} | "
-            f"{_ratio(r['gflops_per_patch'], ref['gflops_per_patch'])} | {r['train_memory_gb']:.2f} | "
-            f"{_ratio(r['train_memory_gb'], ref['train_memory_gb'])} | {est} | {r['train_step_s']:.1f} | "
-            f"{_ratio(r['train_step_s'], ref['train_step_s'])} | {r['forward_ms']:.0f} | "
-            f"{_ratio(r['forward_ms'], ref['forward_ms'])} | {r['loss']:.3f} |")
+        cpu = r.get("train_step_cpu_s")
+        cpu_cells = ([f"{cpu:.2f}" if cpu is not None else "-",
+                      _ratio(cpu, ref.get("train_step_cpu_s")) if cpu is not None else "-"] if cpu_time else [])
+        cells = [r["trainer"], f"{'x'.join(map(str, r['patch_size']))} x {r['batch_size']}",
+                 "yes" if r["checkpointing"] else "no", f"{r['parameters'] / 1e6:.2f}", f"{r['gflops_per_patch']:.1f}",
+                 _ratio(r["gflops_per_patch"], ref["gflops_per_patch"]), f"{r['train_memory_gb']:.2f}",
+                 _ratio(r["train_memory_gb"], ref["train_memory_gb"]), est, f"{r['train_step_s']:.1f}",
+                 _ratio(r["train_step_s"], ref["train_step_s"]), *cpu_cells, f"{r['forward_ms']:.0f}",
+                 _ratio(r["forward_ms"], ref["forward_ms"]), f"{r['loss']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {r['trainer']}: {n}" for r in ok for n in r.get("notes", [])]
     return "\n".join(lines + ([""] + notes if notes else []) + [""])
 
@@ -316,7 +366,7 @@ def render_estimates(results: List[dict], command: str, title: str, measured: Op
              "|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['trainer']} | failed: {r['error'].splitlines()[0][:160]} | | | | |")
+            lines.append(_failed_row(r, 6))
             continue
         m = by_name.get(r["trainer"])
         same = m is not None and m["patch_size"] == r["patch_size"] and m["batch_size"] == r["batch_size"]
@@ -331,6 +381,9 @@ def render_estimates(results: List[dict], command: str, title: str, measured: Op
 
 
 def main(argv=None) -> int:
+    from nnunet_ext.commands.arguments import positive_float, positive_int
+    from nnunet_ext.data.tasks import TASKS
+
     parser = argparse.ArgumentParser(
         prog="python -m nnunet_ext.benchmark.real_scale",
         description="Training-step memory and time of every trainer family at a dataset's stock nnU-Net plans, "
@@ -338,8 +391,15 @@ def main(argv=None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("-d", "--dataset", type=int, default=990, help="dataset id (default: 990)")
     parser.add_argument("--generate", action="store_true",
-                        help="generate the real-scale phantom (4 cases of 120x200x200 at 1 mm) and run "
-                             "nnUNetv2_plan_and_preprocess on it first, if not planned yet")
+                        help="generate the real-scale phantom (4 cases of 120x200x200 at 1 mm; --task, --shape, "
+                             "--spacing for another) and run nnUNetv2_plan_and_preprocess on it first, if not "
+                             "planned yet")
+    parser.add_argument("--task", default="phantom", choices=("phantom", *TASKS),
+                        help="with --generate: the phantom, or a study task (docs/datasets.md) (default: phantom)")
+    parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="with --generate: volume shape (default: 120 200 200 for the phantom, else the task's)")
+    parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="with --generate: voxel spacing in mm (default: 1 1 1 for the phantom, else the task's)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="(default: 3d_fullres)")
     parser.add_argument("-tr", "--trainers", nargs="+", default=list(FAMILIES),
@@ -348,6 +408,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="training steps; the first is not timed unless it is the only one (default: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="also tabulate the process's CPU seconds per training step (all its threads) and their "
+                             "ratio, beside the wall-clock seconds: on a loaded machine they track the network, "
+                             "not the load")
     parser.add_argument("--no-estimate", action="store_true", help="skip the memory estimator's figure")
     parser.add_argument("--estimate-only", action="store_true",
                         help="only the memory estimator's figure per trainer (no training step; minutes, not hours)")
@@ -361,14 +425,13 @@ def main(argv=None) -> int:
     parser.add_argument("--title", default="Stock nnU-Net plans", help="table heading")
     args = parser.parse_args(argv)
     if args.child:
-        spec = json.loads(args.child)
-        if spec.pop("estimate_only", False):
-            print(json.dumps(estimate_trainer(**spec)))
-        else:
-            print(json.dumps(asdict(measure_trainer(**spec))))
-        return 0
+        return run_child(json.loads(args.child))
     if args.measured and not args.estimate_only:
         parser.error("--measured goes with --estimate-only")
+    if args.cpu_time and args.estimate_only:
+        parser.error("--cpu-time times training steps, which --estimate-only does not run")
+    if (args.task != "phantom" or args.shape or args.spacing) and not args.generate:
+        parser.error("--task, --shape and --spacing go with --generate")
     if args.measured_command and not (args.measured and args.out):
         parser.error("--measured-command goes with --measured and --out")
     measured = None
@@ -381,7 +444,7 @@ def main(argv=None) -> int:
     from nnunet_ext.planning.arch_plans import preprocessed_dataset_folder
 
     if args.generate:
-        _generate_and_plan(args.dataset)
+        _generate_and_plan(args.dataset, args.task, args.shape, args.spacing)
     folder = preprocessed_dataset_folder(args.dataset)
     command = "python -m nnunet_ext.benchmark.real_scale " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = []
@@ -396,14 +459,12 @@ def main(argv=None) -> int:
         result = measure_in_subprocess(spec)
         result["wall_s"] = time.perf_counter() - start
         results.append(result)
-        done = (f"estimate {result['estimate_gb']:.2f} GB" if args.estimate_only else
-                f"{result['train_memory_gb']:.2f} GB, {result['train_step_s']:.1f} s/step")
-        print(f"[real-scale] {name}: " + (result["error"].splitlines()[0] if "error" in result else done), flush=True)
+        print(f"[real-scale] {name}: {_summary(result, args.estimate_only)}", flush=True)
         if args.out:  # keep what is done if a later trainer is killed
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "results.json").write_text(json.dumps(results, indent=1))
     table = (render_estimates(results, command, args.title, measured) if args.estimate_only else
-             render(results, command, args.title))
+             render(results, command, args.title, cpu_time=args.cpu_time))
     print(table)
     if args.out:
         (args.out / "table.md").write_text(table)
@@ -411,10 +472,25 @@ def main(argv=None) -> int:
         merged = merge_estimates(measured, results)
         (args.out / "merged.json").write_text(json.dumps(merged, indent=1))
         (args.out / "measured_table.md").write_text(render(merged, args.measured_command, args.title, command))
-    return 0 if all("error" not in r for r in results) else 1
+    failed = [r["trainer"] for r in results if "error" in r]
+    if failed:  # after the table, so that a script sees the other trainers' rows and a non-zero exit
+        print(f"[real-scale] failed: {', '.join(failed)} (their rows say why; logs in results.json)", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def _generate_and_plan(dataset: int) -> None:
+def _summary(result: dict, estimate_only: bool) -> str:
+    """One trainer's console line: what it measured, or why it failed."""
+    if "error" in result:
+        return "failed: " + result["error"].splitlines()[0]
+    if estimate_only:
+        return f"estimate {result['estimate_gb']:.2f} GB"
+    return f"{result['train_memory_gb']:.2f} GB, {result['train_step_s']:.1f} s/step"
+
+
+def _generate_and_plan(dataset: int, task: str = "phantom", shape: Optional[Sequence[int]] = None,
+                       spacing: Optional[Sequence[float]] = None) -> None:
+    """``nnunet-ext generate`` (4 cases: the real-scale phantom, or ``task`` at its own or the given grid) and
+    nnU-Net's planning, unless the dataset is planned already."""
     from nnunet_ext.planning.arch_plans import preprocessed_dataset_folder
 
     try:
@@ -423,8 +499,11 @@ def _generate_and_plan(dataset: int) -> None:
     except ValueError:  # PlanningError: not planned yet
         pass
     scripts = Path(sys.executable).parent  # the environment's console scripts, also when it is not on PATH
+    if task == "phantom":
+        shape, spacing = shape or REAL_SCALE_SHAPE, spacing or REAL_SCALE_SPACING
+    grid = [*(["--shape", *map(str, shape)] if shape else []), *(["--spacing", *map(str, spacing)] if spacing else [])]
     subprocess.run([str(scripts / "nnunet-ext"), "generate", "--id", str(dataset), "--name", "RealScale", "--cases", "4",
-                    "--shape", *map(str, REAL_SCALE_SHAPE), "--spacing", *map(str, REAL_SCALE_SPACING)], check=True)
+                    "--task", task, *grid], check=True)
     subprocess.run([str(scripts / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", "3d_fullres", "-np", "2"], check=True)
 
 

@@ -5,8 +5,10 @@
 # single_stage (the vanilla arm's own fold-0 model), the organ -> lesion cascade, the stage-skipping segmentor on
 # whole images and detector + segmentor, each tested against single_stage case by case (paired Wilcoxon, Holm).
 # NOT RUN YET. Estimated at ~80 of the 90 minutes on the 2-core development machine from measured CPU seconds per
-# training step (scripts/studies/step_cpu_seconds.py: vanilla 0.30, ELANRes 1.03, stage-skipping segmentor 1.05 s at
-# these plans) and study A's epoch and per-run overheads, not from a run of this command: arithmetic in the README.
+# training step (vanilla 0.30, ELANRes 1.03, stage-skipping segmentor 1.05 s at these plans, from the former
+# scripts/studies/step_cpu_seconds.py at commit 71c4dc1; now `python -m nnunet_ext.benchmark.real_scale --cpu-time`,
+# command in the README) and study A's epoch and per-run overheads, not from a run of this command: arithmetic in
+# the README.
 # 16x32x32 voxels at 8x3x3 mm instead of the task's 32x80x80 at 4x1.5x1.5: the task draws to scale, so this is the
 # same field of view on a coarser grid, and the organ's crop (+10 mm) stays about a third of the image, as at full
 # size; at 32x80x80 one step costs ~6x more and 3 folds x 2 arms + 3 pipeline models could not train 700 iterations.
