@@ -39,7 +39,8 @@ def target_as_one_hot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.shape[1] != 1:
         raise ValueError(f"target {tuple(y.shape)} is neither a label map (one channel) nor one-hot with "
                          f"{x.shape[1]} channels like the prediction")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= x.shape[1]):
+    # meta tensors (the memory estimator's shapes-only probe) have no values to check
+    if y.numel() and not y.is_meta and (int(y.min()) < 0 or int(y.max()) >= x.shape[1]):
         raise ValueError(f"target labels must lie in [0, {x.shape[1] - 1}] for a {x.shape[1]}-channel prediction; "
                          f"got [{int(y.min())}, {int(y.max())}] (an ignore label must be masked out first)")
     one_hot = torch.zeros(x.shape, device=x.device, dtype=torch.float32)

@@ -52,7 +52,8 @@ class FocalLoss(nn.Module):
         target = target.long()
         valid = torch.ones_like(target, dtype=torch.bool) if self.ignore_index is None else target != self.ignore_index
         safe_target = torch.where(valid, target, 0)
-        if valid.any() and (safe_target.max() >= logits.shape[1] or safe_target.min() < 0):
+        # meta tensors (the memory estimator's shapes-only probe) have no values to check
+        if not target.is_meta and valid.any() and (safe_target.max() >= logits.shape[1] or safe_target.min() < 0):
             raise ValueError(f"focal loss target holds labels outside [0, {logits.shape[1] - 1}] "
                              f"(ignore_index={self.ignore_index})")
         log_pt = F.log_softmax(logits.float(), dim=1).gather(1, safe_target[:, None])[:, 0]

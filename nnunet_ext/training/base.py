@@ -8,6 +8,7 @@ Hooks (override in mixins, always call ``super()`` where it makes sense):
 
 - ``build_segmentation_loss()``: the loss for one output (default: nnU-Net's Dice + CE / BCE).
 - ``deep_supervision_weights()``: one weight per network output (default: nnU-Net's 1/2^i, last 0).
+- ``build_deep_supervision_loss(loss)``: the sum over the outputs (default: nnU-Net's DeepSupervisionWrapper).
 - ``build_network_architecture(...)``: nnU-Net's own static hook (>= 2.7 signature).
 - ``edit_training_transforms(pipeline, args)``: edits the pipeline nnU-Net's ``get_training_transforms``
   built (a classmethod; ``args`` holds that method's ten arguments); augmentation mixins override only this.
@@ -113,8 +114,12 @@ class ExtTrainer(nnUNetTrainer):
         if self._do_i_compile() and hasattr(loss, 'dc'):
             loss.dc = torch.compile(loss.dc)
         if self.enable_deep_supervision:
-            loss = DeepSupervisionWrapper(loss, self.deep_supervision_weights())
+            loss = self.build_deep_supervision_loss(loss)
         return loss
+
+    def build_deep_supervision_loss(self, loss: nn.Module) -> nn.Module:
+        """``loss`` summed over the network's outputs with ``deep_supervision_weights()``; nnU-Net's wrapper."""
+        return DeepSupervisionWrapper(loss, self.deep_supervision_weights())
 
     def build_training_dataloader(self, dataset_tr, initial_patch_size, transforms: BasicTransform) -> nnUNetDataLoader:
         """nnU-Net's training loader (oversized crops of ``initial_patch_size``); override to change sampling."""

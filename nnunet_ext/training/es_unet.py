@@ -17,6 +17,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_ext.training.architecture import PlansArchitecture
 from nnunet_ext.training.checkpointing import CheckpointedArchitecture
+from nnunet_ext.training.loss_checkpointing import CheckpointedDeepSupervision
 
 from nnunet_ext_architectures.es_unet import CLASS_BY_VARIANT, ESUNet, UNet3Plus, es_unet_kwargs_from_configuration
 
@@ -28,7 +29,7 @@ def equal_deep_supervision_weights(n_outputs: int) -> np.ndarray:
     return np.full(n_outputs, 1.0 / n_outputs)
 
 
-class _FullScaleArchitecture(PlansArchitecture, CheckpointedArchitecture):
+class _FullScaleArchitecture(PlansArchitecture, CheckpointedArchitecture, CheckpointedDeepSupervision):
     variant: str = "es_unet"
     network_class = ESUNet
     skip_connections: str = "both"  # Table 4: "base" | "enc_only" | "dec_only" | "both"

@@ -1,0 +1,47 @@
+"""Checkpointed deep-supervision loss: the loss of each full-resolution head is recomputed in the backward pass.
+
+ES-UNet and UNet 3+ supervise every head at input resolution, so nnU-Net's DeepSupervisionWrapper evaluates
+the loss N (+1) times on the whole patch, and autograd keeps what every evaluation saves (softmax, log-softmax,
+one-hot products, focal factors) from the forward to the backward: 2.1 GiB for ES-UNet's DWD + focal at
+stock plans (docs/es_unet.md). Here each term ``loss(output_i, target_i)`` runs under torch's
+non-reentrant checkpoint: only its inputs are kept (the head output, which nnU-Net's ``train_step`` holds
+anyway, and the target), and one head's intermediates at a time are recomputed during the backward pass.
+Same loss, same gradients; the cost is one more loss evaluation per head.
+
+It helps where the step peaks while the loss's tensors are held (the end of the forward, the start of the
+backward): a network without activation checkpointing. A checkpointed network peaks later, in its own backward.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+from nnunet_ext.training.checkpointing import checkpoint_call
+
+
+class CheckpointedDeepSupervisionWrapper(DeepSupervisionWrapper):
+    """nnU-Net's DeepSupervisionWrapper (same attributes, same sum) with each weighted term checkpointed."""
+
+    def forward(self, *args):
+        if not all(isinstance(a, (tuple, list)) for a in args):
+            raise TypeError(f"all args must be tuples or lists (one entry per output), got {[type(a) for a in args]}")
+        weights = self.weight_factors if self.weight_factors is not None else (1,) * len(args[0])
+        return sum(weights[i] * checkpoint_call(self.loss, *inputs, norms_of=self.loss)
+                   for i, inputs in enumerate(zip(*args)) if weights[i] != 0.0)
+
+
+class CheckpointedDeepSupervision:
+    """Trainer mixin: with ``loss_checkpointing``, ``build_deep_supervision_loss`` checkpoints every term.
+
+    Off by default: under activation checkpointing the step peaks in the network's backward (a region's
+    recomputation), after the loss's backward has freed what the loss kept, so a checkpointed loss lowers what
+    is kept but not the peak (docs/es_unet.md, measured). Not with torch.compile: nnU-Net then compiles
+    ``loss.dc``, and a compiled graph under the checkpoint's saved-tensor hooks is untested here."""
+
+    loss_checkpointing: bool = False
+
+    def build_deep_supervision_loss(self, loss: nn.Module) -> nn.Module:
+        if self.loss_checkpointing and not self._do_i_compile():
+            return CheckpointedDeepSupervisionWrapper(loss, self.deep_supervision_weights())
+        return super().build_deep_supervision_loss(loss)

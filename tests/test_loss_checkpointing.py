@@ -1,0 +1,132 @@
+"""Checkpointed deep-supervision loss (nnunet_ext.training.loss_checkpointing): the plain wrapper's numbers,
+what autograd keeps counted by hand."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+from nnunet_ext.planning.memory import checkpoint_regions
+from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.dwd import DWDFocalLoss
+from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
+from nnunet_ext.training.loss_checkpointing import CheckpointedDeepSupervisionWrapper
+
+
+class _CEDiceTrainer(UNet3PlusArchitecture, ExtTrainer):
+    pass
+
+
+class _DWDTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
+    pass
+
+
+def make_trainer(cls, labels, regions_class_order=None, loss_checkpointing=False):
+    """A trainer object without nnU-Net's __init__: what the loss hooks read (3 stages: 3 or 4 outputs)."""
+    trainer = object.__new__(cls)
+    trainer.label_manager = LabelManager(labels, regions_class_order)
+    trainer.configuration_manager = SimpleNamespace(batch_dice=True, patch_size=[8, 8, 8],
+                                                    pool_op_kernel_sizes=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
+    trainer.is_ddp, trainer.device, trainer.enable_deep_supervision = False, torch.device("cpu"), True
+    trainer.loss_checkpointing = loss_checkpointing
+    return trainer
+
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+CASES = [(_CEDiceTrainer, LABELS, None), (_CEDiceTrainer, {**LABELS, "ignore": 3}, None),
+         (_DWDTrainer, LABELS, None), (_DWDTrainer, {**LABELS, "ignore": 3}, None),
+         (_DWDTrainer, {"background": 0, "whole": [1, 2], "core": 2}, [1, 2]),
+         (_DWDTrainer, {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, [1, 2])]
+IDS = ["ce_dice", "ce_dice_ignore", "dwd_focal", "dwd_focal_ignore", "dwd_regions", "dwd_regions_ignore"]
+
+
+def _inputs(trainer, n_outputs, shape=(2, 6, 6, 6), seed=0):
+    """Outputs computed from one leaf (so the gradients of all heads meet) and nnU-Net's targets."""
+    g = torch.Generator().manual_seed(seed)
+    lm = trainer.label_manager
+    leaf = torch.randn(shape[0], lm.num_segmentation_heads, *shape[1:], generator=g, requires_grad=True)
+    scales = torch.rand(n_outputs, generator=g) + 0.5
+    outputs = [leaf * s + i for i, s in enumerate(scales)]
+    labels = torch.randint(0, max(lm.all_labels) + 1 + (lm.ignore_label is not None), (shape[0], 1, *shape[1:]),
+                           generator=g).float()
+    if lm.has_regions:  # nnU-Net's ConvertSegmentationToRegionsTransform: one-hot regions (+ the ignore channel)
+        target = torch.cat([sum(labels == r for r in (region if isinstance(region, (list, tuple)) else [region]))
+                            .float() for region in lm.foreground_regions], 1)
+        if lm.ignore_label is not None:
+            target = torch.cat([target, (labels == lm.ignore_label).float()], 1)
+        labels = target
+    return leaf, outputs, [labels] * n_outputs
+
+
+@pytest.mark.parametrize("cls, labels, regions", CASES, ids=IDS)
+def test_loss_and_gradients_equal_the_plain_wrapper(cls, labels, regions):
+    plain = make_trainer(cls, labels, regions)._build_loss()
+    checkpointed = make_trainer(cls, labels, regions, loss_checkpointing=True)._build_loss()
+    assert type(plain) is DeepSupervisionWrapper and type(checkpointed) is CheckpointedDeepSupervisionWrapper
+    assert checkpointed.weight_factors == plain.weight_factors
+    n = len(plain.weight_factors)
+    results = []
+    for loss in (plain, checkpointed):
+        leaf, outputs, targets = _inputs(make_trainer(cls, labels, regions), n)
+        for o in outputs:
+            o.retain_grad()
+        value = loss(outputs, targets)
+        value.backward()
+        results.append((value.detach(), leaf.grad, [o.grad for o in outputs]))
+    (v0, g0, og0), (v1, g1, og1) = results
+    assert v1.item() == pytest.approx(v0.item(), rel=1e-6)
+    torch.testing.assert_close(g1, g0, rtol=1e-6, atol=1e-9)
+    for a, b in zip(og1, og0):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_a_zero_weight_term_is_skipped_like_nnunet():
+    trainer = make_trainer(_DWDTrainer, LABELS, loss_checkpointing=True)
+    wrapped = trainer._build_loss()
+    wrapped.weight_factors = (0.5, 0.5, 0.0, 0.0)
+    leaf, outputs, targets = _inputs(trainer, 4)
+    outputs[3] = outputs[3].detach().fill_(float("nan"))  # would poison the sum if it were evaluated
+    assert torch.isfinite(wrapped(outputs, targets))
+
+
+def test_off_by_default_and_a_list_is_required():
+    assert type(make_trainer(_DWDTrainer, LABELS)._build_loss()) is DeepSupervisionWrapper
+    wrapped = make_trainer(_DWDTrainer, LABELS, loss_checkpointing=True)._build_loss()
+    with pytest.raises(TypeError, match="tuples or lists"):
+        wrapped(torch.zeros(1, 3, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4))
+
+
+class _Heads(torch.nn.Module):
+    """n heads at input resolution from a 1x1x1 conv: autograd keeps only the conv's input for the network."""
+
+    def __init__(self, n, classes):
+        super().__init__()
+        self.conv, self.n = torch.nn.Conv3d(1, classes, 1), n
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [y * (i + 1) for i in range(self.n)]
+
+
+@pytest.mark.parametrize("cls", [_CEDiceTrainer, _DWDTrainer], ids=["ce_dice", "dwd_focal"])
+def test_kept_bytes_drop_to_the_outputs_and_the_target(cls):
+    """Checkpointed, the loss keeps exactly its inputs (4 bytes per output element, the one target once);
+    each term's recomputation saves what one plain term keeps."""
+    b, c, shape = 2, 3, (4, 8, 8)
+    voxels = 4 * 8 * 8
+    kept = {}
+    for checkpointed in (False, True):
+        trainer = make_trainer(cls, LABELS, loss_checkpointing=checkpointed)
+        loss = trainer._build_loss()
+        n = len(loss.weight_factors) - loss.weight_factors.count(0.0)
+        network = _Heads(len(loss.weight_factors), c)
+        x, target = torch.zeros(b, 1, *shape), torch.zeros(b, 1, *shape)
+        network_only = sum(checkpoint_regions(network, x, lambda outputs: None).saved.values())
+        root = checkpoint_regions(network, x, lambda outputs: loss(outputs, [target] * len(outputs)))
+        kept[checkpointed] = (sum(root.saved.values()) - network_only, root)
+    (plain, _), (with_checkpoint, root) = kept[False], kept[True]
+    assert network_only == b * 1 * voxels * 4  # the conv's input
+    assert with_checkpoint == n * b * c * voxels * 4 + b * voxels * 4
+    assert len(root.children) == n and all(sum(r.saved.values()) * n == plain for r in root.children)
+    assert plain > 3 * with_checkpoint
