@@ -8,12 +8,19 @@ plain and with each loss term checkpointed (nnunet_ext.training.loss_checkpointi
 - kept: what autograd keeps from the forward to the backward (the root region);
 - peak: the estimator's activation peak (kept + the largest recomputed region, docs of memory.py).
 
-    python scripts/loss_saved_bytes.py /tmp/rs/pre/Dataset990_RealScale [--patch 96 160 160] [--batch 2]
+``--rss`` also runs one real CPU forward + loss + backward per loss (plain, checkpointed), each in a fresh process
+with glibc's mmap threshold fixed (so freed tensors leave the RSS), and prints its peak-RSS growth over a warmed-up
+baseline: what the counts mean for the step's peak. Use a small ``--patch`` (memory grows with it).
+
+    python scripts/loss_saved_bytes.py /tmp/rs/pre/Dataset990_RealScale [--patch 96 160 160] [--batch 2] [--rss]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,6 +80,34 @@ def count(trainer_class, trainer) -> dict:
             "rows": {k: {"kept": sum(r.saved.values()), "peak": r.peak_bytes()} for k, r in rows.items()}}
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure_rss(trainer_class, trainer, checkpointed: bool) -> float:
+    """Peak-RSS growth (bytes) of one forward + loss + backward, after a warm-up step at the smallest patch."""
+    cm = trainer.configuration_manager
+    n_in, n_out = trainer.num_input_channels, trainer.label_manager.num_segmentation_heads
+    network = trainer_class.build_network_architecture(trainer.plans_manager, cm, n_in, n_out, True)
+    trainer.loss_checkpointing = checkpointed
+    loss = trainer._build_loss()
+
+    def step(patch):
+        x = torch.randn(int(trainer.batch_size), n_in, *patch)
+        target = torch.randint(0, n_out, (int(trainer.batch_size), 1, *patch)).float()
+        outputs = network(x)
+        loss(outputs, [target] * len(outputs)).backward()
+        network.zero_grad(set_to_none=False)
+
+    from nnunet_ext.planning.arch_plans import total_stride
+    divisor = list(total_stride(cm.pool_op_kernel_sizes, len(cm.patch_size)))
+    step([*divisor[:-1], 2 * divisor[-1]])  # bottleneck 1 x .. x 2: the smallest input instance norm accepts
+    baseline = _rss_bytes()
+    step([int(p) for p in cm.patch_size])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preprocessed", help="the dataset's preprocessed folder (plans + dataset.json)")
@@ -81,10 +116,15 @@ def main(argv=None) -> int:
     parser.add_argument("-tr", "--trainers", nargs="+", default=list(TRAINERS))
     parser.add_argument("--patch", type=int, nargs="+", help="instead of the plans' patch")
     parser.add_argument("--batch", type=int, help="instead of the plans' batch size")
+    parser.add_argument("--rss", action="store_true", help="also measure one real CPU step's peak RSS per loss")
+    parser.add_argument("--child", choices=("plain", "checkpointed"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.trainers:
         cls, trainer = _trainer(Path(args.preprocessed), args.plans, args.configuration, name, args.patch, args.batch)
+        if args.child:
+            print(measure_rss(cls, trainer, args.child == "checkpointed"))
+            continue
         r = count(cls, trainer)
         print(f"{name}: patch {'x'.join(map(str, r['patch']))}, batch {r['batch']}, {r['outputs']} full-resolution "
               f"outputs of {r['classes']} channels (GiB, fp32)")
@@ -93,6 +133,14 @@ def main(argv=None) -> int:
             print(f"  {label:<28} kept {row['kept'] / GB:7.3f}  peak {row['peak'] / GB:7.3f}"
                   + ("" if row is base else f"  (loss: kept +{(row['kept'] - base['kept']) / GB:.3f}, "
                                             f"peak +{(row['peak'] - base['peak']) / GB:.3f})"))
+        if args.rss:
+            forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--rss"]
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+            for mode in ("plain", "checkpointed"):
+                child = subprocess.run([sys.executable, __file__, *forwarded, "-tr", name, "--child", mode],
+                                       capture_output=True, text=True, check=True, env=env)
+                grown = float(child.stdout.strip().splitlines()[-1])
+                print(f"  measured step, {mode + ' loss':<19} peak RSS +{grown / GB:.3f}")
     return 0
 
 

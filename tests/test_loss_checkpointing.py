@@ -130,3 +130,16 @@ def test_kept_bytes_drop_to_the_outputs_and_the_target(cls):
     assert with_checkpoint == n * b * c * voxels * 4 + b * voxels * 4
     assert len(root.children) == n and all(sum(r.saved.values()) * n == plain for r in root.children)
     assert plain > 3 * with_checkpoint
+
+
+@pytest.mark.parametrize("cls", [_CEDiceTrainer, _DWDTrainer], ids=["ce_dice", "dwd_focal"])
+def test_the_losses_count_the_same_on_the_meta_device(cls):
+    """scripts/loss_saved_bytes.py counts the stock plans on the meta device (no values: the losses skip their
+    label-range checks there); at a tiny patch that count equals the CPU's."""
+    loss = make_trainer(cls, LABELS)._build_loss()
+    counts = []
+    for device in ("cpu", "meta"):
+        network = _Heads(len(loss.weight_factors), 3).to(device)
+        x, target = torch.zeros(2, 1, 4, 8, 8, device=device), torch.zeros(2, 1, 4, 8, 8, device=device)
+        counts.append(sum(checkpoint_regions(network, x, lambda o: loss(o, [target] * len(o))).saved.values()))
+    assert counts[0] == counts[1] > 0

@@ -8,8 +8,8 @@ non-reentrant checkpoint: only its inputs are kept (the head output, which nnU-N
 anyway, and the target), and one head's intermediates at a time are recomputed during the backward pass.
 Same loss, same gradients; the cost is one more loss evaluation per head.
 
-It helps where the step peaks while the loss's tensors are held (the end of the forward, the start of the
-backward): a network without activation checkpointing. A checkpointed network peaks later, in its own backward.
+It lowers what is kept, not (as measured for ES-UNet and UNet 3+) the step's peak: the loss's backward runs
+first and frees what the loss kept before the network's backward, where the step peaks (docs/es_unet.md).
 """
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ class CheckpointedDeepSupervisionWrapper(DeepSupervisionWrapper):
 class CheckpointedDeepSupervision:
     """Trainer mixin: with ``loss_checkpointing``, ``build_deep_supervision_loss`` checkpoints every term.
 
-    Off by default: under activation checkpointing the step peaks in the network's backward (a region's
-    recomputation), after the loss's backward has freed what the loss kept, so a checkpointed loss lowers what
-    is kept but not the peak (docs/es_unet.md, measured). Not with torch.compile: nnU-Net then compiles
+    Off by default: it lowers what is kept but, measured, not the step's peak (module docstring). Not with torch.compile: nnU-Net then compiles
     ``loss.dc``, and a compiled graph under the checkpoint's saved-tensor hooks is untested here."""
 
     loss_checkpointing: bool = False
