@@ -34,8 +34,9 @@ class CheckpointedDeepSupervisionWrapper(DeepSupervisionWrapper):
 class CheckpointedDeepSupervision:
     """Trainer mixin: with ``loss_checkpointing``, ``build_deep_supervision_loss`` checkpoints every term.
 
-    Off by default: it lowers what is kept but, measured, not the step's peak (module docstring). Not with torch.compile: nnU-Net then compiles
-    ``loss.dc``, and a compiled graph under the checkpoint's saved-tensor hooks is untested here."""
+    Off by default: it lowers what is kept but, measured, not the step's peak (module docstring). Not with
+    torch.compile: nnU-Net then compiles ``loss.dc``, and a compiled graph under the checkpoint's saved-tensor
+    hooks is untested here."""
 
     loss_checkpointing: bool = False
 
