@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_ext.benchmark.convergence import ConvergenceCriterion, assess
+from nnunet_ext.benchmark.convergence import ConvergenceCriterion, assess, window_trend
 from nnunet_ext.data.phantoms import generate_dataset
 from nnunet_ext.data.tasks import HECKTOR_LABELS, SMALL_TARGET_LABELS, TASKS, get_task
 
@@ -43,6 +43,27 @@ def test_too_short_or_nan_curves_are_not_judged():
     assert assess([0.1, 0.2, 0.3, 0.4, 0.5]).converged is None
     c = assess([0.5] * 9 + [math.nan])
     assert c.converged is None and math.isnan(c.change)
+
+
+def test_raw_trend_standard_error_by_hand():
+    # window [0, .02, 0, .02] at x = 0..3: Sxx = 5, Sxy = 0.02, slope 0.004, change 0.012; fitted .004 .008 .012
+    # .016, residuals -.004 .012 -.012 .004, SSR 320e-6, s^2 = SSR / 2 = 160e-6, SE(slope) = sqrt(160e-6 / 5),
+    # SE(change) = 3 * SE(slope) = 0.016971
+    change, se = window_trend([0.5, 0.0, 0.02, 0.0, 0.02], 4)
+    assert change == pytest.approx(0.012) and se == pytest.approx(3 * math.sqrt(160e-6 / 5))
+    assert all(math.isnan(v) for v in window_trend([0.1, 0.2], 2))
+    assert all(math.isnan(v) for v in window_trend([0.1, math.nan, 0.2, 0.3], 3))
+
+
+def test_noise_that_cannot_resolve_the_tolerance_is_flagged():
+    # 20 epochs -> window 4; EMA flat (converged), raw alternating as above: 2 * 0.0170 > 0.005 -> unresolved
+    raw = [0.5] * 16 + [0.0, 0.02, 0.0, 0.02]
+    c = assess([0.5] * 20, raw=raw)
+    assert c.converged is True and c.raw_change == pytest.approx(0.012)
+    assert c.resolves(0.005) is False and c.resolves(0.04) is True
+    quiet = assess([0.5] * 20, raw=[0.5] * 20)
+    assert quiet.raw_change_se == pytest.approx(0.0) and quiet.resolves(0.005) is True
+    assert assess([0.5] * 20).resolves(0.005) is None   # no raw curve given: not judged
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -5,12 +5,18 @@ criterion works on nnU-Net's EMA pseudo-Dice (``checkpoint['logging']['ema_fg_di
 uses to pick ``checkpoint_best``): fit a straight line to its last ``window`` fraction of epochs; the run has
 converged when that trend moves the curve by less than ``tolerance`` over the window. A least-squares trend is
 used rather than first-minus-last so that one noisy validation epoch neither hides nor fakes a plateau.
+
+nnU-Net's per-epoch pseudo-Dice comes from a few validation batches and is noisy, so a tolerance can be finer
+than the curve can resolve. ``assess`` therefore also fits the same line to the raw per-epoch pseudo-Dice
+(``mean_fg_dice``, not smoothed, so its residuals estimate the noise) and gives the change's standard error.
+When twice that error exceeds the tolerance, a flat curve would often fail the criterion too: the report says
+so and the fix is more validation iterations, not a different tolerance.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,13 +40,34 @@ class Convergence:
     change: float                # trend slope x window length (NaN when not judged)
     window_epochs: int
     final: float                 # last value of the metric
+    raw_change: float = math.nan     # the same trend fitted to the raw per-epoch pseudo-Dice
+    raw_change_se: float = math.nan  # its standard error, from the residuals around that line
 
     def mark(self) -> str:
         return {True: "yes", False: "**no**", None: "too short"}[self.converged]
 
+    def resolves(self, tolerance: float) -> Optional[bool]:
+        """Can this run's validation noise resolve ``tolerance``? None when the raw curve was not given."""
+        return None if not math.isfinite(self.raw_change_se) else 2 * self.raw_change_se < tolerance
 
-def assess(values: Sequence[float], criterion: ConvergenceCriterion = ConvergenceCriterion()) -> Convergence:
-    """Judge one curve (one value per epoch)."""
+
+def window_trend(values: Sequence[float], window_epochs: int) -> Tuple[float, float]:
+    """Least-squares change over the last ``window_epochs`` values and its standard error (ordinary least squares,
+    residual variance with n - 2 degrees of freedom; NaN error for fewer than 3 points or non-finite values)."""
+    y = np.asarray(values, dtype=float)[-window_epochs:]
+    n = len(y)
+    if n < 3 or not np.isfinite(y).all():
+        return math.nan, math.nan
+    x = np.arange(n, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual_var = float(((y - (slope * x + intercept)) ** 2).sum()) / (n - 2)
+    slope_se = math.sqrt(residual_var / float(((x - x.mean()) ** 2).sum()))
+    return float(slope) * (n - 1), slope_se * (n - 1)
+
+
+def assess(values: Sequence[float], criterion: ConvergenceCriterion = ConvergenceCriterion(),
+           raw: Optional[Sequence[float]] = None) -> Convergence:
+    """Judge one curve (one value per epoch); ``raw``: the unsmoothed per-epoch pseudo-Dice, for the noise."""
     y = np.asarray([v for v in values], dtype=float)
     final = float(y[-1]) if len(y) else math.nan
     n = max(MIN_WINDOW_EPOCHS, int(math.ceil(criterion.window * len(y))))
@@ -48,4 +75,5 @@ def assess(values: Sequence[float], criterion: ConvergenceCriterion = Convergenc
         return Convergence(None, math.nan, n, final)
     slope = float(np.polyfit(np.arange(n, dtype=float), y[-n:], 1)[0])
     change = slope * (n - 1)
-    return Convergence(abs(change) < criterion.tolerance, change, n, final)
+    raw_change, raw_se = window_trend(raw, n) if raw is not None and len(raw) == len(y) else (math.nan, math.nan)
+    return Convergence(abs(change) < criterion.tolerance, change, n, final, raw_change, raw_se)

@@ -218,18 +218,28 @@ def verdict_section(rows, labels: List[str], convergence: Dict[str, List[Converg
 
 
 def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion) -> List[str]:
-    """Every run's convergence mark; a run that did not converge is a finding, not something to hide."""
+    """Every run's convergence mark; a run that did not converge is a finding, not something to hide. Beside it,
+    the raw pseudo-Dice's trend and standard error say whether the validation could resolve the tolerance."""
     table = []
     for t, items in runs.items():
         for fold, c in items:
-            table.append([t, str(fold), f"{c.window_epochs}", _f(c.final), _f(c.change, 4), c.mark()])
+            raw = "n/a" if not math.isfinite(c.raw_change) else f"{c.raw_change:+.4f} ± {c.raw_change_se:.4f}"
+            table.append([t, str(fold), f"{c.window_epochs}", _f(c.final), _f(c.change, 4), raw, c.mark()])
     out = ["## Convergence", "", f"Criterion: {criterion.describe()}.", ""]
     out += _table(["trainer", "fold", "window (epochs)", "final EMA pseudo-Dice", "change over window",
-                   "converged"], table)
+                   "raw pseudo-Dice change ± SE", "converged"], table)
     failed = [f"{t} fold {fold}" for t, items in runs.items() for fold, c in items if c.converged is not True]
     out += ["", ("Every run meets the criterion." if not failed else
                  f"**Not converged by this criterion:** {', '.join(failed)}. Their Dice may still be rising; "
                  "read their verdicts as 'after this schedule', not as the method's optimum.")]
+    unresolved = [f"{t} fold {fold}" for t, items in runs.items() for fold, c in items
+                  if c.resolves(criterion.tolerance) is False]
+    if unresolved:
+        out += ["", f"**Validation too noisy to resolve the tolerance** ({len(unresolved)} of "
+                    f"{sum(len(i) for i in runs.values())} runs: twice the standard error of the raw pseudo-Dice's "
+                    f"change over the window exceeds {criterion.tolerance}): {', '.join(unresolved)}. A flat curve "
+                    "would often fail the criterion there too; more validation iterations per epoch "
+                    "(`--val-iterations`) make it decidable."]
     return out
 
 
@@ -529,7 +539,8 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     runs: Dict[str, List[tuple]] = {}
     for s, curve in curves_all.items():
         if curve:
-            runs.setdefault(s.arm.label, []).append((s.fold, assess(curve[criterion.metric], criterion)))
+            runs.setdefault(s.arm.label, []).append(
+                (s.fold, assess(curve[criterion.metric], criterion, raw=curve["mean_fg_dice"])))
     all_converged = bool(runs) and all(c.converged is True for items in runs.values() for _, c in items)
     if cfg.epochs * cfg.iterations < 250 * 50 and not all_converged:
         lines += [f"> This is a short schedule ({cfg.epochs * cfg.iterations} iterations; nnU-Net's default is "
