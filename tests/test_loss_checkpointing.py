@@ -7,11 +7,13 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
+from nnunet_ext.losses.weight_schedules import DecayingDeepSupervisionSchedule
 from nnunet_ext.planning.memory import checkpoint_regions
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.dwd import DWDFocalLoss
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
-from nnunet_ext.training.loss_checkpointing import CheckpointedDeepSupervisionWrapper
+from nnunet_ext.training.loss_checkpointing import CheckpointedLoss
+from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, DynamicLossSchedule
 
 
 class _CEDiceTrainer(UNet3PlusArchitecture, ExtTrainer):
@@ -22,9 +24,26 @@ class _DWDTrainer(DWDFocalLoss, ESUNetArchitecture, ExtTrainer):
     pass
 
 
+class _NoEpochStart:
+    """Ends the epoch-start chain before nnU-Net's (which needs a network and an optimizer); no log file."""
+
+    def on_train_epoch_start(self):
+        pass
+
+    def print_to_log_file(self, *args, **kwargs):
+        pass
+
+
+class _ScheduledTrainer(DecayingDeepSupervision, DynamicLossSchedule, UNet3PlusArchitecture, _NoEpochStart,
+                        ExtTrainer):
+    num_epochs = 20
+    deep_supervision_schedule = DecayingDeepSupervisionSchedule(period_epochs=5)  # epoch 15: 0.4 * 0.8^3
+
+
 def make_trainer(cls, labels, regions_class_order=None, loss_checkpointing=False):
     """A trainer object without nnU-Net's __init__: what the loss hooks read (3 stages: 3 or 4 outputs)."""
     trainer = object.__new__(cls)
+    trainer.current_epoch = 0
     trainer.label_manager = LabelManager(labels, regions_class_order)
     trainer.configuration_manager = SimpleNamespace(batch_dice=True, patch_size=[8, 8, 8],
                                                     pool_op_kernel_sizes=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
@@ -59,16 +78,12 @@ def _inputs(trainer, n_outputs, shape=(2, 6, 6, 6), seed=0):
     return leaf, outputs, [labels] * n_outputs
 
 
-@pytest.mark.parametrize("cls, labels, regions", CASES, ids=IDS)
-def test_loss_and_gradients_equal_the_plain_wrapper(cls, labels, regions):
-    plain = make_trainer(cls, labels, regions)._build_loss()
-    checkpointed = make_trainer(cls, labels, regions, loss_checkpointing=True)._build_loss()
-    assert type(plain) is DeepSupervisionWrapper and type(checkpointed) is CheckpointedDeepSupervisionWrapper
-    assert checkpointed.weight_factors == plain.weight_factors
+def assert_same_loss_and_gradients(plain, checkpointed, trainer):
+    """Both losses on the same outputs and targets: value and every gradient to 1e-6; returns the value."""
     n = len(plain.weight_factors)
     results = []
     for loss in (plain, checkpointed):
-        leaf, outputs, targets = _inputs(make_trainer(cls, labels, regions), n)
+        leaf, outputs, targets = _inputs(trainer, n)
         for o in outputs:
             o.retain_grad()
         value = loss(outputs, targets)
@@ -79,6 +94,41 @@ def test_loss_and_gradients_equal_the_plain_wrapper(cls, labels, regions):
     torch.testing.assert_close(g1, g0, rtol=1e-6, atol=1e-9)
     for a, b in zip(og1, og0):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    return v0
+
+
+@pytest.mark.parametrize("cls, labels, regions", CASES, ids=IDS)
+def test_loss_and_gradients_equal_the_plain_wrapper(cls, labels, regions):
+    plain = make_trainer(cls, labels, regions)._build_loss()
+    checkpointed = make_trainer(cls, labels, regions, loss_checkpointing=True)._build_loss()
+    assert checkpointed.weight_factors == plain.weight_factors
+    assert_same_loss_and_gradients(plain, checkpointed, make_trainer(cls, labels, regions))
+
+
+@pytest.mark.parametrize("cls", [_CEDiceTrainer, _DWDTrainer], ids=["ce_dice", "dwd_focal"])
+def test_the_sum_is_nnunets_own_wrapper_around_the_checkpointed_loss(cls):
+    plain = make_trainer(cls, LABELS)._build_loss()
+    checkpointed = make_trainer(cls, LABELS, loss_checkpointing=True)._build_loss()
+    assert type(plain) is DeepSupervisionWrapper and type(checkpointed) is DeepSupervisionWrapper
+    assert type(checkpointed.loss) is CheckpointedLoss and type(checkpointed.loss.loss) is type(plain.loss)
+
+
+def test_epoch_schedules_change_the_checkpointed_loss():
+    """DLKUNet's Dice/CE schedule reaches the loss inside CheckpointedLoss, ELANRes's decay sets nnU-Net's
+    weight_factors: at epoch 15 of 20 the checkpointed sum is still the plain one, and no longer epoch 0's."""
+    trainers = [make_trainer(_ScheduledTrainer, LABELS, loss_checkpointing=c) for c in (False, True)]
+    for t in trainers:
+        t.loss = t._build_loss()
+    at_start = assert_same_loss_and_gradients(*(t.loss for t in trainers), trainers[0])
+    for t in trainers:
+        t.current_epoch = 15
+        t.on_train_epoch_start()
+    plain, checkpointed = (t.loss for t in trainers)
+    # sigmoid at epoch 15 of 20: k = 1, s = 1 / (1 + e^-5) = 0.9933071; dice 0.3 + 0.7 s, ce 1 - 0.3 s
+    assert checkpointed.loss.loss.weight_dice == pytest.approx(0.3 + 0.7 * 0.9933071)
+    assert checkpointed.loss.loss.weight_ce == pytest.approx(1 - 0.3 * 0.9933071)
+    assert checkpointed.weight_factors == plain.weight_factors == pytest.approx((1.0, 0.4 * 0.8 ** 3, 0.4 * 0.8 ** 3))
+    assert assert_same_loss_and_gradients(plain, checkpointed, trainers[0]) != pytest.approx(at_start.item())
 
 
 def test_a_zero_weight_term_is_skipped_like_nnunet():
@@ -93,7 +143,7 @@ def test_a_zero_weight_term_is_skipped_like_nnunet():
 def test_off_by_default_and_a_list_is_required():
     assert type(make_trainer(_DWDTrainer, LABELS)._build_loss()) is DeepSupervisionWrapper
     wrapped = make_trainer(_DWDTrainer, LABELS, loss_checkpointing=True)._build_loss()
-    with pytest.raises(TypeError, match="tuples or lists"):
+    with pytest.raises(AssertionError, match="tuple or list"):  # nnU-Net's own check
         wrapped(torch.zeros(1, 3, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4))
 
 

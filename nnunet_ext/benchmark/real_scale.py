@@ -285,10 +285,10 @@ def measure_in_subprocess(spec: dict, timeout: int = 7200) -> dict:
                           env=env, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     reported = json.loads(lines[-1]) if lines else {}
+    tail = (proc.stdout + proc.stderr)[-3000:]
     if "error" in reported:
-        return {**reported, "trainer": spec["trainer_name"], "log": (proc.stdout + proc.stderr)[-3000:]}
+        return {**reported, "trainer": spec["trainer_name"], "log": tail}
     if proc.returncode != 0 or not lines:
-        tail = (proc.stdout + proc.stderr)[-3000:]
         killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
         last = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
         return {"trainer": spec["trainer_name"], "error": f"exit {proc.returncode}{killed}: {last[0]}", "log": tail}

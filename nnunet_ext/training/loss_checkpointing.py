@@ -3,8 +3,9 @@
 ES-UNet and UNet 3+ supervise every head at input resolution, so nnU-Net's DeepSupervisionWrapper evaluates
 the loss N (+1) times on the whole patch, and autograd keeps what every evaluation saves (softmax, log-softmax,
 one-hot products, focal factors) from the forward to the backward: 2.1 GiB for ES-UNet's DWD + focal at
-stock plans (docs/es_unet.md). Here each term ``loss(output_i, target_i)`` runs under torch's
-non-reentrant checkpoint: only its inputs are kept (the head output, which nnU-Net's ``train_step`` holds
+stock plans (docs/es_unet.md). Here the per-output loss is wrapped in ``CheckpointedLoss``, and nnU-Net's
+own DeepSupervisionWrapper sums it unchanged: each term ``loss(output_i, target_i)`` runs under torch's
+non-reentrant checkpoint, so only its inputs are kept (the head output, which nnU-Net's ``train_step`` holds
 anyway, and the target), and one head's intermediates at a time are recomputed during the backward pass.
 Same loss, same gradients; the cost is one more loss evaluation per head.
 
@@ -15,20 +16,24 @@ from __future__ import annotations
 
 from torch import nn
 
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-
 from nnunet_ext.training.checkpointing import checkpoint_call
 
 
-class CheckpointedDeepSupervisionWrapper(DeepSupervisionWrapper):
-    """nnU-Net's DeepSupervisionWrapper (same attributes, same sum) with each weighted term checkpointed."""
+class CheckpointedLoss(nn.Module):
+    """``loss(output, target)`` under checkpointing. The wrapped loss stays reachable as ``.loss`` (as in
+    nnU-Net's wrapper), so mixins that change its weights per epoch change what is computed."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
 
     def forward(self, *args):
-        if not all(isinstance(a, (tuple, list)) for a in args):
-            raise TypeError(f"all args must be tuples or lists (one entry per output), got {[type(a) for a in args]}")
-        weights = self.weight_factors if self.weight_factors is not None else (1,) * len(args[0])
-        return sum(weights[i] * checkpoint_call(self.loss, *inputs, norms_of=self.loss)
-                   for i, inputs in enumerate(zip(*args)) if weights[i] != 0.0)
+        return checkpoint_call(self.loss, *args, norms_of=self.loss)
+
+
+def unwrap_checkpointed(loss: nn.Module) -> nn.Module:
+    """The loss inside ``CheckpointedLoss`` (or the loss itself)."""
+    return loss.loss if isinstance(loss, CheckpointedLoss) else loss
 
 
 class CheckpointedDeepSupervision:
@@ -42,5 +47,5 @@ class CheckpointedDeepSupervision:
 
     def build_deep_supervision_loss(self, loss: nn.Module) -> nn.Module:
         if self.loss_checkpointing and not self._do_i_compile():
-            return CheckpointedDeepSupervisionWrapper(loss, self.deep_supervision_weights())
+            loss = CheckpointedLoss(loss)
         return super().build_deep_supervision_loss(loss)

@@ -21,11 +21,12 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunet_ext.losses.region_losses import RegionLossSettings, WeightedRegionLoss
 from nnunet_ext.losses.weight_schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, PhaseLRScheduler,
                                          SigmoidDiceCESchedule)
+from nnunet_ext.training.loss_checkpointing import unwrap_checkpointed
 
 
 def segmentation_loss_of(loss: nn.Module) -> nn.Module:
-    """The per-output loss inside nnU-Net's deep-supervision wrapper (or the loss itself)."""
-    return loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+    """The per-output loss inside nnU-Net's deep-supervision wrapper and ``CheckpointedLoss`` (or the loss itself)."""
+    return unwrap_checkpointed(loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss)
 
 
 class _DiceCEWeightSchedule:
