@@ -1,6 +1,7 @@
 # Shared by the study scripts: one place for the size switch, the binaries and where reports go.
 # STUDY_SIZE=full (default) writes the committed report to docs/benchmarks/<study>/;
 # STUDY_SIZE=tiny runs the same benchmark command at toy size (1 fold, 2 iterations) into the work folder.
+# STUDY_REPORT_ONLY=1 rewrites the report from the work folder's finished runs (--report-only: nothing trained).
 BIN="${BIN:-.venv/bin}"
 STUDY_ARGS=()
 
@@ -25,5 +26,6 @@ tiny_args() {  # tiny_args ARGS...: what one study's toy size needs beyond the s
 run_study() {  # run_study BENCHMARK-ARGS...: one CPU thread per run, two runs at a time on a 2-core machine
     local cores; cores=$(nproc)
     "$BIN/nnunet-ext" benchmark --generate --device "${STUDY_DEVICE:-cpu}" --cpus-per-run 1 \
-        --max-parallel "${STUDY_PARALLEL:-$cores}" --workdir "$STUDY_WORKDIR" "$@" "${STUDY_ARGS[@]}"
+        --max-parallel "${STUDY_PARALLEL:-$cores}" --workdir "$STUDY_WORKDIR" "$@" "${STUDY_ARGS[@]}" \
+        ${STUDY_REPORT_ONLY:+--report-only}
 }
