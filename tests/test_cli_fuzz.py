@@ -58,6 +58,8 @@ CASES = [
     (["benchmark", "-d", "5", "--pipeline-ids", "1000", "7"], "argument --pipeline-ids: dataset id must be in"),
     (["benchmark", "-d", "5", "--nsd-tolerance", "inf"], "argument --nsd-tolerance: expected a finite number"),
     (["benchmark", "-d", "5", "--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+    (["benchmark", "-d", "5", "--device", "cpu", "--resenc-dataset-cap"],
+     "--resenc-dataset-cap caps the ResEnc arm's batch; it needs --resenc M|L|XL|nearest"),
     (["cascade", "prepare", "--source", "4", "--target-id", "6", "--name", "x/../../y"],
      "argument --name: dataset name must be"),
     (["cascade", "prepare", "--source", "4", "--target-id", "1500"], "argument --target-id: dataset id must be in"),

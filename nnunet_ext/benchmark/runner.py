@@ -1,7 +1,7 @@
 """The benchmark's plan of runs: every (trainer, fold) through ``nnUNetv2_train``, fanned out with submitit.
 
 Fairness is held by construction: one dataset, one plans file per arm (the same ``nnUNetPlans`` for every
-trainer, ``nnUNetResEncUNet*Plans`` only for the ResEnc arm), the same folds (nnU-Net's splits_final.json),
+trainer, ``nnUNetResEncUNet*Plans[_cap5pct]`` only for the ResEnc arm), the same folds (nnU-Net's splits_final.json),
 the same short schedule (``<Trainer>_ep<E>it<I>val<V>``), training from scratch, the same evaluation code,
 and cost measured one trainer after another in the same job.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from nnunet_ext.benchmark import report as benchmark_report
 from nnunet_ext.benchmark.spec import (  # noqa: F401  (the spec types are importable from here too)
     CASES_FILE, DEFAULT_PLANS, EVAL_SETS, EXECUTORS, RESENC_CHOICE_FILE, RESENC_NEAREST, RESENC_PRESETS,
-    TEST_PREDICTIONS, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders, training_timing)
+    TEST_PREDICTIONS, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders, resenc_plans, training_timing)
 from nnunet_ext.progress import RunProgress, line_writer, log_name
 from nnunet_ext.training.short_schedule import short_schedule_name
 from nnunet_ext.workspace import CommandFailed, NnUNetWorkspace
@@ -221,15 +222,31 @@ def prepare_workspace(cfg: BenchmarkConfig, log: Callable[[str], None] = print) 
         log(f"nnUNetv2_plan_and_preprocess -d {cfg.dataset_id} -c {cfg.configuration}")
         ws.plan_and_preprocess(cfg.dataset_id, configurations=(cfg.configuration,))
     if cfg.resenc:
-        planner, plans = RESENC_PRESETS[cfg.resenc]
-        if not (pre / f"{plans}.json").is_file():
-            log(f"nnUNetv2_plan_experiment -d {cfg.dataset_id} -pl {planner}")
-            ws.run("nnUNetv2_plan_experiment", "-d", cfg.dataset_id, "-pl", planner, env=planner_env)
+        plans = plan_resenc(ws, cfg.dataset_id, cfg.resenc, cfg.resenc_dataset_cap, planner_env, log)
         if not _preprocessed(pre, plans, cfg.configuration):
             log(f"nnUNetv2_preprocess -d {cfg.dataset_id} -plans_name {plans} -c {cfg.configuration}")
             ws.run("nnUNetv2_preprocess", "-d", cfg.dataset_id, "-plans_name", plans, "-c", cfg.configuration,
                    "-np", 1, env=planner_env)
     return folders
+
+
+def plan_resenc(ws: NnUNetWorkspace, dataset_id: int, preset: str, dataset_cap: bool, env: dict,
+                log: Callable[[str], None] = print) -> str:
+    """Plan a ResEnc preset unless its plans exist (a resumed workdir keeps them); returns the plans identifier.
+
+    ``dataset_cap``: nnU-Net's preset planner with the default 5% dataset cap (benchmark/resenc_cap.py), in its
+    own plans file; the stock preset plans are neither read nor written."""
+    plans = resenc_plans(preset, dataset_cap)
+    if (ws.preprocessed / ws.dataset_name(dataset_id) / f"{plans}.json").is_file():
+        return plans
+    if dataset_cap:
+        log(f"python -m nnunet_ext.benchmark.resenc_cap {dataset_id} {preset} (ResEnc {preset}, 5% dataset cap)")
+        ws.run(sys.executable, "-m", "nnunet_ext.benchmark.resenc_cap", dataset_id, preset, env=env)
+    else:
+        planner = RESENC_PRESETS[preset][0]
+        log(f"nnUNetv2_plan_experiment -d {dataset_id} -pl {planner}")
+        ws.run("nnUNetv2_plan_experiment", "-d", dataset_id, "-pl", planner, env=env)
+    return plans
 
 
 def existing_folders(cfg: BenchmarkConfig) -> WorkspaceFolders:
@@ -249,11 +266,14 @@ def existing_folders(cfg: BenchmarkConfig) -> WorkspaceFolders:
 def resolve_resenc(cfg: BenchmarkConfig, folders: WorkspaceFolders, log: Callable[[str], None] = print):
     """``--resenc nearest``: plan all three ResEnc presets, estimate every network's training memory and pick
     the preset nearest to the largest trainer (nnunet_ext.benchmark.resenc). Kept in the workdir, so a resumed
-    benchmark keeps its choice while the trainers and configuration stay the same."""
+    benchmark keeps its choice while the trainers and configuration stay the same. With ``--resenc-dataset-cap``
+    the capped presets are planned and estimated (the plans the arm trains on)."""
     from nnunet_ext.benchmark.resenc import NetworkMemory, ResEncChoice, estimate_in_subprocess, make_choice
 
     trainers = [a.trainer for a in replace(cfg, resenc=None).arms()]
     key = {"dataset_id": int(cfg.dataset_id), "configuration": cfg.configuration, "trainers": trainers}
+    if cfg.resenc_dataset_cap:  # only then, so a workdir's choice from before the flag existed stays valid
+        key["dataset_cap"] = True
     cache = Path(cfg.workdir).resolve() / RESENC_CHOICE_FILE
     if cache.is_file():
         data = json.loads(cache.read_text())
@@ -261,16 +281,14 @@ def resolve_resenc(cfg: BenchmarkConfig, folders: WorkspaceFolders, log: Callabl
             return ResEncChoice.from_dict(data["choice"])
     ws = folders.open()
     pre = Path(folders.preprocessed) / ws.dataset_name(cfg.dataset_id)
-    for planner, plans in RESENC_PRESETS.values():
-        if not (pre / f"{plans}.json").is_file():
-            log(f"nnUNetv2_plan_experiment -d {cfg.dataset_id} -pl {planner}")
-            ws.run("nnUNetv2_plan_experiment", "-d", cfg.dataset_id, "-pl", planner,
-                   env={"nnUNet_n_proc_DA": str(max(1, folders.da_processes))})
-    log(f"estimating training memory of {len(trainers)} trainers and the ResEnc presets M, L, XL")
+    presets = {p: plan_resenc(ws, cfg.dataset_id, p, cfg.resenc_dataset_cap,
+                              {"nnUNet_n_proc_DA": str(max(1, folders.da_processes))}, log) for p in RESENC_PRESETS}
+    log(f"estimating training memory of {len(trainers)} trainers and the ResEnc presets M, L, XL"
+        + (" (5% dataset cap)" if cfg.resenc_dataset_cap else ""))
     raw = estimate_in_subprocess({"preprocessed_dataset": str(pre), "plans": DEFAULT_PLANS,
                                   "configuration": cfg.configuration, "trainers": trainers,
                                   "preset_trainer": VANILLA,
-                                  "presets": {p: plans for p, (_, plans) in RESENC_PRESETS.items()}}, env=ws.env)
+                                  "presets": presets}, env=ws.env)
     choice = make_choice([NetworkMemory(**t) for t in raw["trainers"]],
                          {p: NetworkMemory(**m) for p, m in raw["presets"].items()})
     cache.write_text(json.dumps({"key": key, "choice": choice.as_dict()}, indent=1))
@@ -512,5 +530,5 @@ def command_line(argv: Sequence[str]) -> str:
 
 __all__ = ["Arm", "BenchmarkConfig", "RunSpec", "WorkspaceFolders", "JobOutcome", "CostJob", "VANILLA",
            "DEFAULT_PLANS", "RESENC_PRESETS", "RESENC_NEAREST", "is_finished", "execute_run", "make_executor",
-           "submit_all", "prepare_workspace", "resolve_resenc", "plan_runs", "measure_costs", "run_benchmark",
-           "CommandFailed"]
+           "submit_all", "prepare_workspace", "plan_resenc", "resolve_resenc", "plan_runs", "measure_costs",
+           "run_benchmark", "CommandFailed"]

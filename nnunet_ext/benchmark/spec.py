@@ -22,11 +22,19 @@ RESENC_PRESETS = {
     "XL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
 }
 RESENC_NEAREST = "nearest"                   # pick the preset by estimated memory (nnunet_ext.benchmark.resenc)
+RESENC_CAP_SUFFIX = "_cap5pct"               # --resenc-dataset-cap: the preset with nnU-Net's 5% batch cap
 RESENC_CHOICE_FILE = "resenc_choice.json"
 EVAL_SETS = ("auto", "validation", "test")
 EXECUTORS = ("local", "slurm", "debug")
 CASES_FILE = "benchmark_cases.json"
 TEST_PREDICTIONS = "test_predictions"
+
+
+def resenc_plans(preset: str, dataset_cap: bool = False) -> str:
+    """The plans identifier of a ResEnc preset; ``dataset_cap``: its 5%-capped plans (``..._cap5pct``)."""
+    if preset not in RESENC_PRESETS:
+        raise ValueError(f"unknown ResEnc preset {preset!r}; choose one of {sorted(RESENC_PRESETS)}")
+    return RESENC_PRESETS[preset][1] + (RESENC_CAP_SUFFIX if dataset_cap else "")
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class BenchmarkConfig:
     iterations: int = 20
     val_iterations: int = 2
     resenc: Optional[str] = None              # "M" | "L" | "XL" | "nearest": add nnUNetTrainer on a ResEnc preset
+    resenc_dataset_cap: bool = False          # that preset planned with nnU-Net's default 5% dataset cap (resenc_cap)
     eval_set: str = "auto"                    # auto: the held-out test set when the raw dataset has labelsTs
     device: str = "cpu"
     # phantom generation (--generate); ignored for an existing dataset
@@ -106,7 +115,7 @@ class BenchmarkConfig:
             if self.resenc not in RESENC_PRESETS:
                 raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)} "
                                  f"or {RESENC_NEAREST!r}")
-            arms.append(Arm(VANILLA, RESENC_PRESETS[self.resenc][1]))
+            arms.append(Arm(VANILLA, resenc_plans(self.resenc, self.resenc_dataset_cap)))
         return arms
 
     def validate(self) -> None:
@@ -123,6 +132,8 @@ class BenchmarkConfig:
         if self.resenc is not None and self.resenc not in (*RESENC_PRESETS, RESENC_NEAREST):
             raise ValueError(f"unknown ResEnc preset {self.resenc!r}; choose one of {sorted(RESENC_PRESETS)} "
                              f"or {RESENC_NEAREST!r}")
+        if self.resenc_dataset_cap and self.resenc is None:
+            raise ValueError("--resenc-dataset-cap caps the ResEnc arm's batch; it needs --resenc M|L|XL|nearest")
         if self.pipelines:
             from nnunet_ext.cascade.compare import check_pipelines
             check_pipelines(self.pipelines)

@@ -46,6 +46,10 @@ def add_parser(subparsers):
                    help="also train nnUNetTrainer on nnU-Net's ResEnc preset plans (memory-matched baseline); "
                         "'nearest': the preset whose estimated training memory is nearest to the largest trainer's "
                         "(default: none)")
+    g.add_argument("--resenc-dataset-cap", action="store_true",
+                   help="plan the --resenc preset with nnU-Net's default 5%% dataset cap on the batch size (as "
+                        "nnUNetPlans; the presets cap at 100%%): plans nnUNetResEncUNet<P>Plans_cap5pct, for small "
+                        "datasets where the preset's batch would be the whole dataset")
     g.add_argument("--pipelines", nargs="+", default=[], metavar="PIPELINE",
                    help="also compare whole pipelines on the test cases (docs/cascade.md): single_stage, cascade, "
                         "segmentor_without_crop, detector_segmentor, or all")
@@ -124,7 +128,8 @@ def config_from_args(args, argv=None):
     return BenchmarkConfig(
         workdir=args.workdir, dataset_id=args.dataset, configuration=configuration or "3d_fullres",
         trainers=tuple(trainers), folds=tuple(args.folds), epochs=args.epochs, iterations=args.iterations,
-        val_iterations=args.val_iterations, resenc=args.resenc, eval_set=args.eval_set,
+        val_iterations=args.val_iterations, resenc=args.resenc,
+        resenc_dataset_cap=args.resenc_dataset_cap, eval_set=args.eval_set,
         device=resolve_device(args.device),
         generate=args.generate, num_train_cases=args.cases, num_test_cases=args.test_cases, shape=tuple(shape),
         spacing=tuple(spacing), seed=args.seed, task=args.task,
