@@ -2,6 +2,7 @@
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,13 @@ class _Trainer:
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1000, 250, 50
         self.save_every, self.current_epoch, self.log, self.saved = 50, 0, [], []
         self.device = torch.device("meta")  # a named short schedule also reads the device (CPU thread count)
+        self.plotted = []
+        self.logger = types.SimpleNamespace(plot_progress_png=lambda folder: self.plotted.append(self.current_epoch))
 
-    def on_epoch_end(self):  # nnU-Net's checkpoint rule, then the epoch count
+    def on_epoch_end(self):  # nnU-Net's checkpoint rule, progress.png, then the epoch count
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.saved.append(self.current_epoch + 1)  # the epoch a resume starts from
+        self.logger.plot_progress_png("output folder")
         self.current_epoch += 1
 
     def perform_actual_validation(self, save_probabilities=False):
@@ -110,10 +114,30 @@ def test_short_schedule_sets_lengths_from_class_attributes():
 
 
 @pytest.mark.parametrize("attribute, value", [("short_epochs", 0), ("short_iterations", 2.5), ("stop_at_epoch", 0),
-                                              ("short_save_every", -1), ("short_val_iterations", True)])
+                                              ("short_save_every", -1), ("short_val_iterations", True),
+                                              ("short_plot_every", 0)])
 def test_short_schedule_refuses_bad_lengths(attribute, value):
     with pytest.raises(ValueError, match=f"'Short': {attribute} must be an integer >= 1, got {value!r}"):
         _short(**{attribute: value})
+
+
+def test_short_schedule_redraws_progress_png_about_ten_times_and_after_the_last_epoch(monkeypatch):
+    monkeypatch.delenv(STOP_ENV, raising=False)
+
+    def plotted(**attributes):  # 0-based epochs after which nnU-Net's plot ran
+        trainer = _short(**attributes)
+        for _ in range(trainer.num_epochs):
+            trainer.on_epoch_end()
+        return trainer.plotted
+
+    assert plotted(short_epochs=25) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 24]  # every 25 // 10 = 2, + last
+    assert plotted(short_epochs=25, short_plot_every=10) == [9, 19, 24]
+    assert plotted(short_epochs=3) == [0, 1, 2]  # fewer than ten epochs: every epoch, as nnU-Net
+    trainer = _short(short_epochs=25, short_plot_every=10, stop_at_epoch=4)
+    with pytest.raises(SystemExit):  # a simulated interruption plots the epoch it stops after
+        for _ in range(4):
+            trainer.on_epoch_end()
+    assert trainer.plotted == [3]
 
 
 def test_short_schedule_stops_on_purpose_after_the_epoch_it_is_told(monkeypatch):

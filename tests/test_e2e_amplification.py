@@ -42,6 +42,7 @@ def test_amplification_trainer_trains_and_predicts(ws, tmp_path, trainer, config
     ws.train(DATASET_ID, configuration, "all", trainer)
     folder = ws.model_folder(DATASET_ID, configuration, trainer) / "fold_all"
     assert (folder / "checkpoint_final.pth").is_file()
+    assert (folder / "progress.png").is_file()  # nnU-Net's plot, redrawn after the last epoch (short_plot_every)
     log = "\n".join(p.read_text() for p in folder.glob("training_log_*.txt"))
     line = re.search(r"amplification \(method (\d), unit image, 2D, .*?qualifying Q=(\d+), copies per image (\d+), "
                      r"amplified draw probability ([0-9.]+)", log)

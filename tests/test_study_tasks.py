@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_ext.benchmark.convergence import ConvergenceCriterion, assess, window_trend
+from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess, window_trend
+from nnunet_ext.benchmark.report import convergence_section
 from nnunet_ext.data.phantoms import generate_dataset
 from nnunet_ext.data.tasks import HECKTOR_LABELS, SMALL_TARGET_LABELS, TASKS, get_task
 
@@ -64,6 +65,28 @@ def test_noise_that_cannot_resolve_the_tolerance_is_flagged():
     quiet = assess([0.5] * 20, raw=[0.5] * 20)
     assert quiet.raw_change_se == pytest.approx(0.0) and quiet.resolves(0.005) is True
     assert assess([0.5] * 20).resolves(0.005) is None   # no raw curve given: not judged
+
+
+def test_a_raw_curve_rising_beyond_its_noise_is_still_rising():
+    # 20 epochs -> window 4; raw window 0, .01, .02, .03 (exact line, SE 0): change 0.03 - 0 > 0.005 -> rising;
+    # the noisy window above (change 0.012, SE 0.016971): 0.012 - 2 * 0.016971 < 0.005 -> not shown rising
+    rising = assess([0.01 * e for e in range(20)], raw=[0.5] * 16 + [0.0, 0.01, 0.02, 0.03])
+    assert rising.raw_change == pytest.approx(0.03) and rising.raw_change_se == pytest.approx(0.0, abs=1e-12)
+    assert rising.still_rising(0.005) is True and rising.still_rising(0.04) is False
+    assert assess([0.5] * 20, raw=[0.5] * 16 + [0.0, 0.02, 0.0, 0.02]).still_rising(0.005) is False
+    assert assess([0.5] * 20).still_rising(0.005) is None   # no raw curve: not judged
+
+
+def test_convergence_section_lists_rising_and_unresolved_runs_apart():
+    crit = ConvergenceCriterion()
+    rising = Convergence(False, 0.03, 4, 0.8, raw_change=0.03, raw_change_se=0.001)   # 0.03 - 0.002 > 0.005
+    noisy = Convergence(True, 0.0, 4, 0.8, raw_change=0.012, raw_change_se=0.017)     # 2 * 0.017 > 0.005
+    flat = Convergence(True, 0.001, 4, 0.8, raw_change=0.001, raw_change_se=0.001)
+    text = "\n".join(convergence_section({"A": [(0, rising), (1, flat)], "B": [(0, noisy)]}, crit))
+    assert "**Not converged by this criterion:** A fold 0." in text
+    assert "**Still rising** (1 of 3 runs" in text and "A fold 0 (+0.030 ± 0.001)" in text
+    assert "too noisy to resolve the tolerance** (1 of 3 runs" in text and "B fold 0." in text
+    assert "A fold 1" not in text.split("**Still rising**")[1]
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -10,7 +10,8 @@ nnU-Net's per-epoch pseudo-Dice comes from a few validation batches and is noisy
 than the curve can resolve. ``assess`` therefore also fits the same line to the raw per-epoch pseudo-Dice
 (``mean_fg_dice``, not smoothed, so its residuals estimate the noise) and gives the change's standard error.
 When twice that error exceeds the tolerance, a flat curve would often fail the criterion too: the report says
-so and the fix is more validation iterations, not a different tolerance.
+so and the fix is more validation iterations, not a different tolerance. When instead the raw change minus twice
+its error still exceeds the tolerance, the run is shown to be rising: the report lists it as "still rising".
 """
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ class Convergence:
         """Can this run's validation noise resolve ``tolerance``? None when the raw curve was not given."""
         return None if not math.isfinite(self.raw_change_se) else 2 * self.raw_change_se < tolerance
 
+    def still_rising(self, tolerance: float) -> Optional[bool]:
+        """Is the raw curve shown to rise by more than ``tolerance`` (its change minus twice its standard error
+        exceeds it)? Such a run is not merely "not shown flat": more training would very likely still gain."""
+        if not (math.isfinite(self.raw_change) and math.isfinite(self.raw_change_se)):
+            return None
+        return self.raw_change - 2 * self.raw_change_se > tolerance
+
 
 def window_trend(values: Sequence[float], window_epochs: int) -> Tuple[float, float]:
     """Least-squares change over the last ``window_epochs`` values and its standard error (ordinary least squares,
@@ -73,7 +81,6 @@ def assess(values: Sequence[float], criterion: ConvergenceCriterion = Convergenc
     n = max(MIN_WINDOW_EPOCHS, int(math.ceil(criterion.window * len(y))))
     if len(y) < 2 * MIN_WINDOW_EPOCHS or not np.isfinite(y[-n:]).all():
         return Convergence(None, math.nan, n, final)
-    slope = float(np.polyfit(np.arange(n, dtype=float), y[-n:], 1)[0])
-    change = slope * (n - 1)
+    change = window_trend(y, n)[0]
     raw_change, raw_se = window_trend(raw, n) if raw is not None and len(raw) == len(y) else (math.nan, math.nan)
     return Convergence(abs(change) < criterion.tolerance, change, n, final, raw_change, raw_se)

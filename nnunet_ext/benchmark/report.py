@@ -240,6 +240,12 @@ def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCrit
                     f"change over the window exceeds {criterion.tolerance}): {', '.join(unresolved)}. A flat curve "
                     "would often fail the criterion there too; more validation iterations per epoch "
                     "(`--val-iterations`) make it decidable."]
+    rising = [f"{t} fold {fold} ({c.raw_change:+.3f} ± {c.raw_change_se:.3f})" for t, items in runs.items()
+              for fold, c in items if c.still_rising(criterion.tolerance)]
+    if rising:
+        out += ["", f"**Still rising** ({len(rising)} of {sum(len(i) for i in runs.values())} runs: the raw "
+                    f"pseudo-Dice's change over the window minus twice its standard error exceeds "
+                    f"{criterion.tolerance}, so a longer schedule would very likely still gain): {', '.join(rising)}."]
     return out
 
 
