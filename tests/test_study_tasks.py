@@ -79,13 +79,14 @@ def test_a_raw_curve_rising_beyond_its_noise_is_still_rising():
 
 def test_convergence_section_lists_rising_and_unresolved_runs_apart():
     crit = ConvergenceCriterion()
-    rising = Convergence(False, 0.03, 4, 0.8, raw_change=0.03, raw_change_se=0.001)   # 0.03 - 0.002 > 0.005
+    # 0.03 - 2 * 0.005 > 0.005: rising; its 2 SE = 0.01 > 0.005 too, but a run shown to rise is not "too noisy"
+    rising = Convergence(False, 0.03, 4, 0.8, raw_change=0.03, raw_change_se=0.005)
     noisy = Convergence(True, 0.0, 4, 0.8, raw_change=0.012, raw_change_se=0.017)     # 2 * 0.017 > 0.005
     flat = Convergence(True, 0.001, 4, 0.8, raw_change=0.001, raw_change_se=0.001)
     text = "\n".join(convergence_section({"A": [(0, rising), (1, flat)], "B": [(0, noisy)]}, crit))
     assert "**Not converged by this criterion:** A fold 0." in text
-    assert "**Still rising** (1 of 3 runs" in text and "A fold 0 (+0.030 ± 0.001)" in text
-    assert "too noisy to resolve the tolerance** (1 of 3 runs" in text and "B fold 0." in text
+    assert "**Still rising** (1 of 3 runs" in text and "A fold 0 (+0.030 ± 0.005)" in text
+    assert "too noisy to resolve the tolerance** (1 of 3 runs" in text and "): B fold 0. A flat" in text
     assert "A fold 1" not in text.split("**Still rising**")[1]
 
 

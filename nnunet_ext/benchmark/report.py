@@ -232,8 +232,9 @@ def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCrit
     out += ["", ("Every run meets the criterion." if not failed else
                  f"**Not converged by this criterion:** {', '.join(failed)}. Their Dice may still be rising; "
                  "read their verdicts as 'after this schedule', not as the method's optimum.")]
+    # a run shown to rise is decided (not converged) however noisy: it belongs to the "still rising" list only
     unresolved = [f"{t} fold {fold}" for t, items in runs.items() for fold, c in items
-                  if c.resolves(criterion.tolerance) is False]
+                  if c.resolves(criterion.tolerance) is False and not c.still_rising(criterion.tolerance)]
     if unresolved:
         out += ["", f"**Validation too noisy to resolve the tolerance** ({len(unresolved)} of "
                     f"{sum(len(i) for i in runs.values())} runs: twice the standard error of the raw pseudo-Dice's "
