@@ -1,6 +1,7 @@
-"""Study C's command without running it (the full study trains for over an hour, a toy run for ~45 min on 2 busy
-cores: docs/benchmarks/study_c_two_stage): a stand-in `nnunet-ext` records the arguments the script passes, and
-the benchmark's own parser, config checks and trainer lookup read them."""
+"""Study commands without running them (study C trains for over an hour, a toy run for ~45 min on 2 busy cores:
+docs/benchmarks/study_c_two_stage; study A's batch-Dice remedy shares study A's runs): a stand-in `nnunet-ext`
+records the arguments the script passes, and the benchmark's own parser, config checks and trainer lookup read
+them."""
 import os
 import subprocess
 from pathlib import Path
@@ -14,19 +15,20 @@ from nnunet_ext.commands.benchmark import config_from_args
 from nnunet_ext.trainer_lookup import check_trainers
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "studies" / "study_c_two_stage.sh"
+STUDIES = ROOT / "scripts" / "studies"
+SCRIPT = STUDIES / "study_c_two_stage.sh"
 RECORD_ARGS = '#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGS_OUT"\n'
 
 
-def script_argv(tmp_path, size: str):
-    """The argument list study_c_two_stage.sh hands to nnunet-ext at this STUDY_SIZE."""
+def script_argv(tmp_path, size: str, script: Path = SCRIPT):
+    """The argument list a study script (default study_c_two_stage.sh) hands to nnunet-ext at this STUDY_SIZE."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "nnunet-ext").write_text(RECORD_ARGS)
     (bin_dir / "nnunet-ext").chmod(0o755)
     out = tmp_path / "argv"
     env = dict(os.environ, BIN=str(bin_dir), STUDY_SIZE=size, ARGS_OUT=str(out))
-    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "work")], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(script), str(tmp_path / "work")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     return out.read_text().split("\0")[:-1]
@@ -62,3 +64,23 @@ def test_study_c_refuses_an_unknown_size(tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], env=dict(os.environ, STUDY_SIZE="huge"),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "STUDY_SIZE must be full or tiny, got 'huge'" in proc.stderr
+
+
+def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
+    """Its per-case arms are study A's own runs when its workdir starts as a copy of study A's (the script's
+    header): that needs the same dataset id, task, cases, seed, folds and schedule name."""
+    def config(script):
+        argv = script_argv(tmp_path / script, "full", STUDIES / script)
+        return config_from_args(build_parser().parse_args(argv), argv=argv[1:])
+
+    (tmp_path / "study_a_es_unet.sh").mkdir()
+    (tmp_path / "study_a_batch_dice.sh").mkdir()
+    study_a, remedy = config("study_a_es_unet.sh"), config("study_a_batch_dice.sh")
+    remedy.validate()
+    check_trainer_names(remedy)
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "folds", "epochs", "iterations", "val_iterations", "eval_set")
+    assert {k: getattr(remedy, k) for k in shared} == {k: getattr(study_a, k) for k in shared}
+    assert [a.trainer for a in remedy.arms()] == ["nnUNetTrainer", "UNet3PlusTrainer", "nnUNetTrainerBatchDice",
+                                                  "UNet3PlusBatchDiceTrainer"]
+    assert remedy.report_dir == Path("docs/benchmarks/study_a_es_unet/batch_dice") and remedy.resenc is None

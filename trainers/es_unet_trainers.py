@@ -5,9 +5,12 @@ The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only 
 ``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling; one exception:
 ``ESUNetDWDTrainer`` is the full method (DWD + RSS, the name users type), ``ESUNetDWDOnlyTrainer`` DWD alone. ``nnUNetTrainer...``
 put the paper's loss and augmentation on vanilla nnU-Net's own network (its Table 5 rows for 3D UNet).
+``...BatchDice...`` is not from the paper: nnU-Net's loss with the Dice over the batch, the remedy for the dead
+UNet 3+ node channel that study A found (nnunet_ext/training/batch_dice.py).
 Which trainer reproduces which table row: docs/es_unet.md.
 """
 from nnunet_ext.training.base import ExtTrainer
+from nnunet_ext.training.batch_dice import BatchDice
 from nnunet_ext.training.checkpointing import NoActivationCheckpointing
 from nnunet_ext.training.dwd import DWDFocalLoss, FocalDiceLoss
 from nnunet_ext.training.es_unet import ESUNetArchitecture, UNet3PlusArchitecture
@@ -144,3 +147,11 @@ class nnUNetTrainerRSS(RSSAugmentation, ExtTrainer):
 
 class nnUNetTrainerDWDRSS(RSSAugmentation, DWDFocalLoss, ExtTrainer):
     """nnU-Net's network with DWD + focal loss and RSS."""
+
+
+class nnUNetTrainerBatchDice(BatchDice, ExtTrainer):
+    """Vanilla nnU-Net with its Dice over the batch whatever the plans say (the reference for the one below)."""
+
+
+class UNet3PlusBatchDiceTrainer(BatchDice, UNet3PlusArchitecture, ExtTrainer):
+    """3D UNet 3+ with nnU-Net's loss over the batch: per-case Dice left its node channel dead in study A."""

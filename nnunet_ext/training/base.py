@@ -7,6 +7,7 @@ part without copying the others.
 Hooks (override in mixins, always call ``super()`` where it makes sense):
 
 - ``build_segmentation_loss()``: the loss for one output (default: nnU-Net's Dice + CE / BCE).
+- ``dice_over_batch()``: whether every Dice-type loss term sums over the batch (default: the plans' ``batch_dice``).
 - ``deep_supervision_weights()``: one weight per network output (default: nnU-Net's 1/2^i, last 0).
 - ``build_deep_supervision_loss(loss)``: the sum over the outputs (default: nnU-Net's DeepSupervisionWrapper).
 - ``build_network_architecture(...)``: nnU-Net's own static hook (>= 2.7 signature).
@@ -94,14 +95,18 @@ class ExtTrainer(nnUNetTrainer):
         """Hook for augmentation mixins: change nnU-Net's built training pipeline (call ``super()`` first)."""
         return pipeline
 
+    def dice_over_batch(self) -> bool:
+        """nnU-Net's ``batch_dice``: one Dice over the batch instead of one per case; the plans decide by default."""
+        return bool(self.configuration_manager.batch_dice)
+
     def build_segmentation_loss(self) -> nn.Module:
         """The loss applied to one network output; nnU-Net's default."""
         if self.label_manager.has_regions:
-            return DC_and_BCE_loss({}, {'batch_dice': self.configuration_manager.batch_dice, 'do_bg': True,
+            return DC_and_BCE_loss({}, {'batch_dice': self.dice_over_batch(), 'do_bg': True,
                                         'smooth': 1e-5, 'ddp': self.is_ddp},
                                    use_ignore_label=self.label_manager.ignore_label is not None,
                                    dice_class=MemoryEfficientSoftDiceLoss)
-        return DC_and_CE_loss({'batch_dice': self.configuration_manager.batch_dice, 'smooth': 1e-5,
+        return DC_and_CE_loss({'batch_dice': self.dice_over_batch(), 'smooth': 1e-5,
                                'do_bg': False, 'ddp': self.is_ddp}, {}, weight_ce=1, weight_dice=1,
                               ignore_label=self.label_manager.ignore_label, dice_class=MemoryEfficientSoftDiceLoss)
 

@@ -40,7 +40,7 @@ class DWDFocalLoss:
     def build_segmentation_loss(self) -> nn.Module:
         return build_dwd_focal_loss(
             has_regions=self.label_manager.has_regions, ignore_label=self.label_manager.ignore_label,
-            batch_dice=self.configuration_manager.batch_dice, ddp=self.is_ddp, weighting=self.dwd_weighting,
+            batch_dice=self.dice_over_batch(), ddp=self.is_ddp, weighting=self.dwd_weighting,
             alpha=self.dwd_alpha, gamma=self.focal_gamma, squared=self.dwd_squared,
             detach_weights=self.dwd_detach_weights, smooth=self.dwd_smooth)
 

@@ -88,7 +88,7 @@ class ELANResLossFamily:
     def build_segmentation_loss(self) -> nn.Module:
         return WeightedRegionLoss(self.loss_terms, has_regions=self.label_manager.has_regions,
                                   ignore_label=self.label_manager.ignore_label,
-                                  batch_dice=self.configuration_manager.batch_dice, ddp=self.is_ddp,
+                                  batch_dice=self.dice_over_batch(), ddp=self.is_ddp,
                                   settings=self.loss_settings)
 
 
