@@ -150,7 +150,7 @@ class nnUNetTrainerDWDRSS(RSSAugmentation, DWDFocalLoss, ExtTrainer):
 
 
 class nnUNetTrainerBatchDice(BatchDice, ExtTrainer):
-    """Vanilla nnU-Net with its Dice over the batch whatever the plans say (the reference for the one below)."""
+    """Vanilla nnU-Net with its Dice over the batch whatever the plans say (the reference for UNet 3+ with it)."""
 
 
 class UNet3PlusBatchDiceTrainer(BatchDice, UNet3PlusArchitecture, ExtTrainer):
