@@ -81,6 +81,7 @@ def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "epochs", "iterations", "val_iterations", "eval_set")
     assert {k: getattr(remedy, k) for k in shared} == {k: getattr(study_a, k) for k in shared}
-    assert [a.trainer for a in remedy.arms()] == ["nnUNetTrainer", "UNet3PlusTrainer", "nnUNetTrainerBatchDice",
-                                                  "UNet3PlusBatchDiceTrainer"]
+    assert [a.trainer for a in remedy.arms()] == ["nnUNetTrainer", "UNet3PlusTrainer", "ESUNetTrainer",
+                                                  "nnUNetTrainerBatchDice", "UNet3PlusBatchDiceTrainer",
+                                                  "ESUNetBatchDiceTrainer"]
     assert remedy.report_dir == Path("docs/benchmarks/study_a_es_unet/batch_dice") and remedy.resenc is None

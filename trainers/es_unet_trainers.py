@@ -155,3 +155,7 @@ class nnUNetTrainerBatchDice(BatchDice, ExtTrainer):
 
 class UNet3PlusBatchDiceTrainer(BatchDice, UNet3PlusArchitecture, ExtTrainer):
     """3D UNet 3+ with nnU-Net's loss over the batch: per-case Dice left its node channel dead in study A."""
+
+
+class ESUNetBatchDiceTrainer(BatchDice, ESUNetArchitecture, ExtTrainer):
+    """ES-UNet with nnU-Net's loss over the batch (per-case Dice left 2 of its 3 heads' node channels dead once)."""
