@@ -19,6 +19,8 @@ def make_trainer(cls, plans_batch_dice):
     trainer.label_manager = LabelManager({"background": 0, "node": 1}, None)
     trainer.configuration_manager = SimpleNamespace(batch_dice=plans_batch_dice)
     trainer.is_ddp, trainer.device, trainer.enable_deep_supervision = False, torch.device("cpu"), False
+    trainer.logged = []
+    trainer.print_to_log_file = lambda *args, **kwargs: trainer.logged.append(" ".join(map(str, args)))
     return trainer
 
 
@@ -39,6 +41,15 @@ def test_per_case_dice_counts_the_empty_case_batch_dice_does_not():
         batch = make_trainer(cls, plans_batch_dice=False).build_segmentation_loss()
         # one Dice over both cases: intersection 1, predicted 4, true 2 -> (2 + s) / (6 + s)
         assert batch.dc(logits, target).item() == pytest.approx(-(2 + S) / (6 + S), rel=1e-6)
+
+
+def test_overriding_the_plans_is_logged_once():
+    trainer = make_trainer(UNet3PlusBatchDiceTrainer, plans_batch_dice=False)
+    trainer.build_segmentation_loss(), trainer.dice_over_batch()
+    assert trainer.logged == ["BatchDice: every Dice term is one Dice over the batch (the plans say batch_dice = False)"]
+    agreeing = make_trainer(UNet3PlusBatchDiceTrainer, plans_batch_dice=True)
+    agreeing.build_segmentation_loss()
+    assert agreeing.logged == []
 
 
 def test_without_the_mixin_the_plans_decide():

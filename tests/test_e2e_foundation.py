@@ -111,6 +111,19 @@ def test_unet3plus_trainer_2d(ws, tmp_path):
                        evaluate=False)
 
 
+def test_unet3plus_batch_dice_overrides_the_plans_in_a_real_run(ws, tmp_path):
+    """nnU-Net plans per-case Dice for this 3d_fullres; the BatchDice trainer trains with one Dice over the batch,
+    says so in its training log, and predicts."""
+    plans = json.loads((ws.preprocessed / ws.dataset_name(DATASET) / "nnUNetPlans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["batch_dice"] is False
+    ws.train(DATASET, "3d_fullres", 2, "UNet3PlusBatchDiceTrainer_test")
+    folder = ws.model_folder(DATASET, "3d_fullres", "UNet3PlusBatchDiceTrainer_test") / "fold_2"
+    log = "\n".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    assert log.count("BatchDice: every Dice term is one Dice over the batch (the plans say batch_dice = False)") == 1
+    predict_test_cases(ws, DATASET, "3d_fullres", "UNet3PlusBatchDiceTrainer_test", tmp_path / "pred", folds=(2,),
+                       evaluate=False)
+
+
 def test_architecture_plans_train_and_predict(ws, tmp_path):
     """`nnunet-ext plans` writes nnUNetPlans_ESUNet.json on the same preprocessed data; -p uses it."""
     ws.run("nnunet-ext", "plans", "-d", DATASET, "-a", "ESUNet", "-c", "2d", "--memory-gb", "8")

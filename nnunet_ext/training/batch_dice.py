@@ -14,4 +14,8 @@ class BatchDice:
     """Loss mixin: every Dice-type term of the trainer's loss is one Dice over the batch (nnU-Net's ``batch_dice``)."""
 
     def dice_over_batch(self) -> bool:
+        if not self.configuration_manager.batch_dice and not self.__dict__.get("_batch_dice_logged"):
+            self._batch_dice_logged = True  # the training log says once that the plans are overridden
+            self.print_to_log_file("BatchDice: every Dice term is one Dice over the batch (the plans say "
+                                   "batch_dice = False)")
         return True

@@ -2,7 +2,8 @@
 schedule short enough for CI (found via nnUNet_extTrainer)."""
 from nnunet_ext.training.short_schedule import ShortSchedule
 from nnunet_ext_trainers.es_unet_trainers import (ESUNetDWDRSSPaperTrainer, ESUNetDWDTrainer, ESUNetDWDRSSTrainer,
-                                                 UNet3PlusDWDRSSTrainer, nnUNetTrainerDWDRSS)
+                                                 UNet3PlusBatchDiceTrainer, UNet3PlusDWDRSSTrainer,
+                                                 nnUNetTrainerDWDRSS)
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
@@ -15,6 +16,10 @@ class ESUNetDWDRSSTrainer_test(ShortSchedule, ESUNetDWDRSSTrainer):
 
 
 class UNet3PlusDWDRSSTrainer_test(ShortSchedule, UNet3PlusDWDRSSTrainer):
+    pass
+
+
+class UNet3PlusBatchDiceTrainer_test(ShortSchedule, UNet3PlusBatchDiceTrainer):
     pass
 
 
