@@ -5,7 +5,8 @@ configuration (large images); on small or moderately sized images every Dice ter
 For a class absent from some training cases, per-case Dice rewards an exactly empty channel on those cases, and
 a head whose channel has saturated to "never" gets almost no gradient back from the cases that do contain the
 class (study A, docs/benchmarks/study_a_es_unet/README.md, "UNet 3+ and the nodes"). Summed over the batch, an
-empty case has no Dice term of its own, and the measured dead channel did not occur (same README, "Batch Dice").
+empty case has no Dice term of its own, and the measured dead channel did not occur
+(docs/benchmarks/study_a_es_unet/batch_dice/).
 """
 from __future__ import annotations
 
