@@ -185,7 +185,9 @@ def test_weights_are_already_right_when_the_loss_is_built():
 def test_schedule_on_a_loss_without_dice_ce_weights_is_refused():
     class ELANResFake(ELANResLossFamily, FakeTrainer):
         label_manager = type("LM", (), {"has_regions": False, "ignore_label": None})()
-        configuration_manager = type("CM", (), {"batch_dice": True})()
+
+        def dice_over_batch(self):  # ExtTrainer's hook (the plans' batch_dice)
+            return True
 
     assert isinstance(ELANResFake().loss.loss, WeightedRegionLoss)
 
