@@ -245,6 +245,7 @@ class _FakeTrainer:
         self.device, self.local_rank, self.batch_size, self.current_epoch = device, 0, 2, 0
         self.output_folder = plans["folder"]
         self.configuration_manager = SimpleNamespace(patch_size=(8, 8))
+        self.logger = SimpleNamespace(plot_progress_png=lambda folder: None)  # nnU-Net's progress.png
 
     def train_step(self, batch):
         return {"loss": 0.0}
