@@ -9,7 +9,7 @@ import contextlib
 import io
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from nnunet_ext.workspace import env_with_trainers
 
@@ -86,3 +86,40 @@ def load_trainer_context(preprocessed_dataset, plans: str, configuration: str, t
     n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
     return trainer_class, plans_manager, configuration_manager, n_in, n_out
+
+
+def initialized_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device,
+                        patch_override: Optional[List[int]] = None):
+    """The trainer class nnU-Net finds, constructed and ``initialize()``d as ``nnUNetv2_train`` does it (it writes
+    its log under ``nnUNet_results``: point that at a scratch folder when only measuring)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    folder = Path(preprocessed)
+    plans = load_json(str(folder / f"{plans_name}.json"))
+    if patch_override:
+        plans["configurations"][configuration]["patch_size"] = [int(p) for p in patch_override]
+    plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds to the plans
+    dataset_json = load_json(str(folder / "dataset.json"))
+    trainer_class = find_trainer(trainer_name)
+    trainer = trainer_class(plans, configuration, 0, dataset_json, device=device)
+    trainer.initialize()
+    return trainer_class, trainer
+
+
+def random_training_batch(trainer, batch: int, patch: Sequence[int]) -> dict:
+    """A random ``{"data", "target"}`` batch in the shapes nnU-Net's loader + transforms give ``train_step``
+    (labels at every deep-supervision scale), for timing and memory measurements."""
+    import torch
+
+    data = torch.randn(batch, trainer.num_input_channels, *patch)
+    n = max(trainer.label_manager.all_labels) + 1
+    scales = trainer._get_deep_supervision_scales() if trainer.enable_deep_supervision else None
+    full = torch.randint(0, n, (batch, 1, *patch)).float()
+    if scales is None:
+        return {"data": data, "target": full}
+    target = []
+    for scale in scales:
+        shape = [int(round(p * s)) for p, s in zip(patch, scale)]
+        target.append(full if list(shape) == list(patch) else
+                      torch.nn.functional.interpolate(full, size=shape, mode="nearest"))
+    return {"data": data, "target": target}

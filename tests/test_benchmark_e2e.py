@@ -33,6 +33,14 @@ def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
     assert cost["nnUNetTrainer"]["parameters"] == cost["nnUNetTrainerDWD"]["parameters"] > 0
     assert cost["nnUNetTrainer"]["flops_per_patch"] == cost["nnUNetTrainerDWD"]["flops_per_patch"] > 0
     assert cost["nnUNetTrainer"]["predict_seconds_per_case"] > 0
+    for trainer in ("nnUNetTrainer", "nnUNetTrainerDWD"):  # the trainer's own train_step, 2 repeats after a warm-up
+        steps = cost[trainer]["train_step_seconds_all"]
+        assert len(steps) == 2 and cost[trainer]["train_step_seconds"] == pytest.approx(sorted(steps)[0] / 2 +
+                                                                                       sorted(steps)[1] / 2)
+    assert "train s/iter = median of the trainer's own train_step" in text
+    # the cost job's trainer logged into a scratch folder: each run folder holds only its run's training log
+    results = tmp_path / "nnunet" / "nnUNet_results"
+    assert [len(list(f.glob("training_log_*.txt"))) for f in results.glob("*/*/fold_0")] == [1, 1]
     assert "| nnUNetTrainer | 16x32x32 |" in text and "1.00x" in text
     curves = json.loads((out / "learning_curves.json").read_text())
     assert len(curves["nnUNetTrainer"]["train_losses"]) == 1  # one epoch

@@ -253,3 +253,16 @@ def test_verdict_and_accuracy_sections_read_one_dice_test_per_arm(monkeypatch):
     assert f"| {2 * 2 / 64:.3g} | **no detectable difference** | 0/0 |" in verdict
     accuracy = accuracy_section(rows, [VANILLA, "X0", "X1"], [], (tests, holm))
     assert any(f"not after Holm (p = {2 * 2 / 64:.3g})" in line for line in accuracy)
+
+
+def test_train_time_comes_from_the_cost_job_when_every_arm_has_it(tmp_path, monkeypatch):
+    """The runs' own step timings depend on which runs shared the cores with them (study A's batch-Dice run: 1.99x
+    for the same network); the cost job times each trainer alone. Older cost.json files fall back to the runs'."""
+    runs = {VANILLA: [0.2, 0.3, 0.25], "nnUNetTrainerDWD": [0.5]}
+    monkeypatch.setattr(report, "step_seconds", lambda specs, folders: runs)
+    costs = {VANILLA: {"train_step_seconds": 0.1}, "nnUNetTrainerDWD": {"train_step_seconds": 0.12}}
+    timing, source = report.train_step_seconds(costs, [], None)
+    assert timing == {VANILLA: 0.1, "nnUNetTrainerDWD": 0.12} and source.startswith("median of the trainer's own")
+    costs["nnUNetTrainerDWD"] = {"train_step_seconds": None}   # one arm from before the cost job timed the step
+    timing, source = report.train_step_seconds(costs, [], None)
+    assert timing == {VANILLA: 0.25, "nnUNetTrainerDWD": 0.5} and source.startswith("median of the runs' own")

@@ -3,7 +3,11 @@
 Parameters and FLOPs (nnunet_ext.network_cost, torch's FlopCounterMode) for one patch; inference milliseconds
 per patch (eval, no_grad, median of repeats); peak memory of one training step at the plans' batch size
 (CUDA max allocated on a GPU, process peak RSS above the post-import baseline on a CPU); seconds per case
-of nnU-Net's predictor on a few cases. Networks come from each trainer's own ``build_network_architecture``.
+of nnU-Net's predictor on a few cases; seconds per training step of the trainer's own ``train_step`` (its loss,
+optimiser and mixed-precision rules, set up as ``nnUNetv2_train`` does, on a random batch of the plans' shape).
+Networks come from each trainer's own ``build_network_architecture``. Timing the training step here rather than
+in the benchmark's runs matters on a shared machine: runs side by side compete for the cores unevenly, and their
+own step timings then differ by the company they kept (study A's batch-Dice run: 1.99x for the same network).
 
 Run as ``python -m nnunet_ext.benchmark.cost_job request.json result.json`` (see :func:`measure_in_subprocess`).
 """
@@ -56,6 +60,8 @@ class CostResult:
     baseline_rss_mb: float
     predict_seconds_per_case: Optional[float]  # median over the timed cases
     predict_seconds_all: List[float]
+    train_step_seconds: Optional[float] = None  # median of the timed train_step calls (None: from before it)
+    train_step_seconds_all: List[float] = field(default_factory=list)
 
 
 def _rss_mb() -> float:
@@ -132,13 +138,34 @@ def measure_cost(request: CostRequest) -> CostResult:
     del net, out, outputs
 
     seconds = _predict_seconds(request, device) if request.model_folder and request.case_images else []
+    steps = _train_step_seconds(request, device)
     return CostResult(
         trainer=request.trainer, plans=request.plans, device=str(device), threads=int(request.threads),
         patch_size=patch, batch_size=batch, parameters=int(params), flops_per_patch=int(flops),
         flops_device=flops_device, inference_ms_per_patch=float(statistics.median(times)), inference_ms_all=times,
         train_step_peak_memory_mb=float(memory), memory_kind=kind, baseline_rss_mb=float(baseline),
         predict_seconds_per_case=float(statistics.median(seconds)) if seconds else None,
-        predict_seconds_all=seconds)
+        predict_seconds_all=seconds, train_step_seconds=float(statistics.median(steps)),
+        train_step_seconds_all=steps)
+
+
+def _train_step_seconds(request: CostRequest, device) -> List[float]:
+    """The trainer's own ``train_step``, ``repeats`` times after one warm-up step (allocation, kernel choice)."""
+    from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
+
+    _, trainer = initialized_trainer(request.preprocessed_dataset, request.plans, request.configuration,
+                                     request.trainer, device)
+    batch = random_training_batch(trainer, int(trainer.batch_size), trainer.configuration_manager.patch_size)
+    trainer.network.train()
+    seconds = []
+    for step in range(1 + max(1, request.repeats)):
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_step(batch)  # returns the loss on the CPU: the step is finished
+        _sync(device)
+        if step > 0:
+            seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def _predict_seconds(request: CostRequest, device) -> List[float]:
@@ -162,12 +189,15 @@ def _predict_seconds(request: CostRequest, device) -> List[float]:
 
 
 def measure_in_subprocess(request: CostRequest, env: Optional[dict] = None, timeout: int = 3600) -> CostResult:
-    """Run :func:`measure_cost` in a new Python process (clean peak-memory counters, no shared caches)."""
+    """Run :func:`measure_cost` in a new Python process (clean peak-memory counters, no shared caches). The trainer
+    it sets up for the training step writes its log under a scratch ``nnUNet_results``, not into the runs' folders;
+    it is not compiled (nor is the network whose forward is timed)."""
     with tempfile.TemporaryDirectory(prefix="nnunet_ext_cost_") as tmp:
         req, out = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(asdict(request)))
         env = dict(os.environ if env is None else env)
         env.setdefault("OMP_NUM_THREADS", str(request.threads))
+        env.update(nnUNet_results=str(Path(tmp) / "nnUNet_results"), nnUNet_compile="false")
         proc = subprocess.run([sys.executable, "-m", "nnunet_ext.benchmark.cost_job", str(req), str(out)], env=env,
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out.is_file():

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
+
 GB = 1024 ** 3
 
 FAMILIES = ("nnUNetTrainer", "ESUNetDWDRSSTrainer", "ESUNetTrainer", "UNet3PlusTrainer", "DLKUNetLTrainer",
@@ -88,43 +90,6 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _targets(trainer, batch: int, patch: Sequence[int]):
-    """Random labels at every deep-supervision scale, the shapes nnU-Net's loader + transforms produce."""
-    import torch
-
-    labels = trainer.label_manager.all_labels
-    n = max(labels) + 1
-    scales = trainer._get_deep_supervision_scales() if trainer.enable_deep_supervision else None
-    full = torch.randint(0, n, (batch, 1, *patch)).float()
-    if scales is None:
-        return full
-    out = []
-    for scale in scales:
-        shape = [int(round(p * s)) for p, s in zip(patch, scale)]
-        out.append(full if list(shape) == list(patch) else
-                   torch.nn.functional.interpolate(full, size=shape, mode="nearest"))
-    return out
-
-
-def _initialized_trainer(preprocessed: str, plans_name: str, configuration: str, trainer_name: str, device,
-                         patch_override: Optional[List[int]] = None):
-    """The trainer class nnU-Net finds, constructed and ``initialize()``d as ``nnUNetv2_train`` does it."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-
-    from nnunet_ext.trainer_lookup import find_trainer
-
-    folder = Path(preprocessed)
-    plans = load_json(str(folder / f"{plans_name}.json"))
-    if patch_override:
-        plans["configurations"][configuration]["patch_size"] = [int(p) for p in patch_override]
-    plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds to the plans
-    dataset_json = load_json(str(folder / "dataset.json"))
-    trainer_class = find_trainer(trainer_name)
-    trainer = trainer_class(plans, configuration, 0, dataset_json, device=device)
-    trainer.initialize()
-    return trainer_class, trainer
-
-
 def estimate_divisor(network, configuration_manager) -> List[int]:
     """Per-axis total stride of ``network`` for the estimator's probes.
 
@@ -166,7 +131,7 @@ def estimate_trainer(preprocessed: str, plans_name: str, configuration: str, tra
     from nnunet_ext.training.checkpointing import is_checkpointed
 
     torch.set_num_threads(1)
-    _, trainer = _initialized_trainer(preprocessed, plans_name, configuration, trainer_name, torch.device("cpu"),
+    _, trainer = initialized_trainer(preprocessed, plans_name, configuration, trainer_name, torch.device("cpu"),
                                       patch_override)
     network = getattr(trainer.network, "_orig_mod", trainer.network)
     cm = trainer.configuration_manager
@@ -187,7 +152,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
 
     torch.set_num_threads(max(1, threads))
     device = torch.device(device_name)
-    trainer_class, trainer = _initialized_trainer(preprocessed, plans_name, configuration, trainer_name, device,
+    trainer_class, trainer = initialized_trainer(preprocessed, plans_name, configuration, trainer_name, device,
                                                   patch_override)
     network = trainer.network
     plain = getattr(network, "_orig_mod", network)
@@ -212,9 +177,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
         except Exception as error:  # the estimate is a comparison figure; its failure must not hide the measurement
             notes.append(f"no estimate: {type(error).__name__}: {str(error)[:120]}")
 
-    data = torch.randn(batch, n_in, *patch)
-    target = _targets(trainer, batch, patch)
-    batch_dict = {"data": data, "target": target}
+    batch_dict = random_training_batch(trainer, batch, patch)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

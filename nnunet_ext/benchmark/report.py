@@ -270,14 +270,27 @@ def step_seconds(specs: Sequence[RunSpec], folders) -> Dict[str, List[float]]:
     return timing
 
 
-def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
+def train_step_seconds(costs: Dict[str, dict], specs: Sequence[RunSpec], folders) -> Tuple[Dict[str, float], str]:
+    """Per arm, the median training step: the cost job's (one quiet process per trainer) when every arm's cost.json
+    entry has it, else the runs' own step timings (a cost.json from before the cost job timed the step)."""
+    if costs and all(c.get("train_step_seconds") is not None for c in costs.values()):
+        return ({t: float(c["train_step_seconds"]) for t, c in costs.items()},
+                "median of the trainer's own train_step (its loss, optimiser and precision, a random batch of the "
+                "plans' shape), timed in the cost job")
     timing = step_seconds(specs, folders)
+    return ({t: float(np.median(v)) for t, v in timing.items()},
+            "median of the runs' own training steps (train_step_timing.json; runs side by side share the cores, "
+            "so this ratio depends on the company each run kept)")
+
+
+def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
+    timing, timing_source = train_step_seconds(costs, specs, folders)
     ref = costs.get(VANILLA, {})
-    ref_train = float(np.median(timing[VANILLA])) if VANILLA in timing else None
+    ref_train = timing.get(VANILLA)
     out = ["## Cost, measured side by side in this run", "",
            "Parameters and FLOPs (torch FlopCounterMode: 2 per multiply-add, conv/matmul only) of the network "
-           "each trainer builds, for one patch; train s/iter = median measured training step (nnU-Net's "
-           "train_step, batch of the plans); inference ms/patch = median network forward on one patch "
+           f"each trainer builds, for one patch; train s/iter = {timing_source}; inference ms/patch = median "
+           "network forward on one patch "
            "(eval, no_grad); predict s/case = nnU-Net's predictor per case (preprocessing, sliding window, "
            "mirroring, resampling); memory = one training step at the plans' batch "
            "(CUDA max allocated on a GPU, peak RSS above the post-import baseline on a CPU). Each trainer is "
@@ -285,7 +298,7 @@ def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labe
     table = []
     for t in labels:
         c = costs.get(t)
-        train = float(np.median(timing[t])) if t in timing else None
+        train = timing.get(t)
         if c is None:
             table.append([t] + ["n/a"] * 13)
             continue
@@ -379,9 +392,9 @@ def plot_dice_boxes(rows, labels, classes, path: Path) -> Path:
 
 def plot_cost_vs_dice(rows, labels, costs, specs, folders, path: Path) -> Optional[Path]:
     plt = _plt()
-    timing = step_seconds(specs, folders)
+    timing, _ = train_step_seconds(costs, specs, folders)
     axes_spec = [("GFLOPs per patch", lambda t: costs[t]["flops_per_patch"] / 1e9 if t in costs else None),
-                 ("training s / iteration", lambda t: float(np.median(timing[t])) if t in timing else None),
+                 ("training s / iteration", lambda t: timing.get(t)),
                  ("train-step memory (MB)", lambda t: costs[t]["train_step_peak_memory_mb"] if t in costs else None)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     for ax, (name, get) in zip(axes, axes_spec):
