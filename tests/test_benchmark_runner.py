@@ -266,3 +266,18 @@ def test_train_time_comes_from_the_cost_job_when_every_arm_has_it(tmp_path, monk
     costs["nnUNetTrainerDWD"] = {"train_step_seconds": None}   # one arm from before the cost job timed the step
     timing, source = report.train_step_seconds(costs, [], None)
     assert timing == {VANILLA: 0.25, "nnUNetTrainerDWD": 0.5} and source.startswith("median of the runs' own")
+    costs["nnUNetTrainerDWD"] = {"train_step_seconds": None, "train_step_error": "FileNotFoundError: no stage 1"}
+    assert report.train_step_seconds(costs, [], None)[1].endswith(
+        "kept; the cost job could not time nnUNetTrainerDWD's step (FileNotFoundError: no stage 1))")
+
+
+def test_a_trainer_whose_step_cannot_be_timed_keeps_its_other_costs(monkeypatch):
+    import nnunet_ext.trainer_lookup as lookup
+    from nnunet_ext.benchmark.cost_job import CostRequest, train_step_timing
+
+    def no_previous_stage(*args, **kwargs):
+        raise FileNotFoundError("folder with segmentations from the previous stage not found\nmore")
+
+    monkeypatch.setattr(lookup, "initialized_trainer", no_previous_stage)
+    steps, error = train_step_timing(CostRequest("/p", "nnUNetPlans", "3d_cascade_fullres", "nnUNetTrainer"), "cpu")
+    assert steps == [] and error == "FileNotFoundError: folder with segmentations from the previous stage not found"

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from nnunet_ext.trainer_lookup import load_trainer_context
 
@@ -62,6 +62,7 @@ class CostResult:
     predict_seconds_all: List[float]
     train_step_seconds: Optional[float] = None  # median of the timed train_step calls (None: from before it)
     train_step_seconds_all: List[float] = field(default_factory=list)
+    train_step_error: Optional[str] = None      # why the step could not be timed (the report then uses the runs')
 
 
 def _rss_mb() -> float:
@@ -138,15 +139,24 @@ def measure_cost(request: CostRequest) -> CostResult:
     del net, out, outputs
 
     seconds = _predict_seconds(request, device) if request.model_folder and request.case_images else []
-    steps = _train_step_seconds(request, device)
+    steps, step_error = train_step_timing(request, device)
     return CostResult(
         trainer=request.trainer, plans=request.plans, device=str(device), threads=int(request.threads),
         patch_size=patch, batch_size=batch, parameters=int(params), flops_per_patch=int(flops),
         flops_device=flops_device, inference_ms_per_patch=float(statistics.median(times)), inference_ms_all=times,
         train_step_peak_memory_mb=float(memory), memory_kind=kind, baseline_rss_mb=float(baseline),
         predict_seconds_per_case=float(statistics.median(seconds)) if seconds else None,
-        predict_seconds_all=seconds, train_step_seconds=float(statistics.median(steps)),
-        train_step_seconds_all=steps)
+        predict_seconds_all=seconds, train_step_seconds=float(statistics.median(steps)) if steps else None,
+        train_step_seconds_all=steps, train_step_error=step_error)
+
+
+def train_step_timing(request: CostRequest, device) -> Tuple[List[float], Optional[str]]:
+    """Seconds of the timed training steps, or none and why: a trainer that cannot be set up on its own (a cascade
+    stage without the previous stage's predictions, say) must not cost the other columns."""
+    try:
+        return _train_step_seconds(request, device), None
+    except Exception as error:
+        return [], f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 def _train_step_seconds(request: CostRequest, device) -> List[float]:

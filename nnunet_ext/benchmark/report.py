@@ -278,9 +278,11 @@ def train_step_seconds(costs: Dict[str, dict], specs: Sequence[RunSpec], folders
                 "median of the trainer's own train_step (its loss, optimiser and precision, a random batch of the "
                 "plans' shape), timed in the cost job")
     timing = step_seconds(specs, folders)
+    failed = "".join(f"; the cost job could not time {t}'s step ({c['train_step_error']})"
+                     for t, c in costs.items() if c.get("train_step_error"))
     return ({t: float(np.median(v)) for t, v in timing.items()},
             "median of the runs' own training steps (train_step_timing.json; runs side by side share the cores, "
-            "so this ratio depends on the company each run kept)")
+            f"so this ratio depends on the company each run kept{failed})")
 
 
 def cost_section(costs: Dict[str, dict], specs: Sequence[RunSpec], folders, labels, vanilla_dice) -> List[str]:
