@@ -161,21 +161,13 @@ def train_step_timing(request: CostRequest, device) -> Tuple[List[float], Option
 
 def _train_step_seconds(request: CostRequest, device) -> List[float]:
     """The trainer's own ``train_step``, ``repeats`` times after one warm-up step (allocation, kernel choice)."""
+    from nnunet_ext.benchmark.real_scale import timed_train_steps
     from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
     _, trainer = initialized_trainer(request.preprocessed_dataset, request.plans, request.configuration,
                                      request.trainer, device)
     batch = random_training_batch(trainer, int(trainer.batch_size), trainer.configuration_manager.patch_size)
-    trainer.network.train()
-    seconds = []
-    for step in range(1 + max(1, request.repeats)):
-        _sync(device)
-        start = time.perf_counter()
-        trainer.train_step(batch)  # returns the loss on the CPU: the step is finished
-        _sync(device)
-        if step > 0:
-            seconds.append(time.perf_counter() - start)
-    return seconds
+    return timed_train_steps(trainer, batch, max(1, request.repeats), device)[0]
 
 
 def _predict_seconds(request: CostRequest, device) -> List[float]:

@@ -90,6 +90,22 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_train_steps(trainer, batch: dict, timed: int, device, warmup: int = 1) -> tuple:
+    """The trainer's own ``train_step`` on ``batch``: ``warmup`` untimed steps (allocation, kernel choice), then
+    ``timed`` ones; their wall and process-CPU seconds and the last step's loss."""
+    times, cpu_times, loss = [], [], float("nan")
+    trainer.network.train()
+    for step in range(warmup + timed):
+        _sync(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = float(trainer.train_step(batch)["loss"])  # the loss on the CPU: the step is finished
+        _sync(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times, loss
+
+
 def estimate_divisor(network, configuration_manager) -> List[int]:
     """Per-axis total stride of ``network`` for the estimator's probes.
 
@@ -182,16 +198,8 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     baseline = _rss_bytes()
-    times, cpu_times, loss = [], [], float("nan")
-    trainer.network.train()
-    for step in range(max(1, steps)):
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        loss = float(trainer.train_step(batch_dict)["loss"])
-        _sync(device)
-        if step > 0 or steps == 1:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
+    warmup = 1 if steps > 1 else 0
+    times, cpu_times, loss = timed_train_steps(trainer, batch_dict, max(1, steps) - warmup, device, warmup)
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated"
     else:
