@@ -85,3 +85,25 @@ def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
                                                   "nnUNetTrainerBatchDice", "UNet3PlusBatchDiceTrainer",
                                                   "ESUNetBatchDiceTrainer"]
     assert remedy.report_dir == Path("docs/benchmarks/study_a_es_unet/batch_dice") and remedy.resenc is None
+
+
+def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(tmp_path):
+    """The converged re-run compares with study B's first run: same data, folds and evaluation; a longer schedule
+    and more validation iterations; every first-run arm but STS-Net's (which learned nothing there)."""
+    def config(script):
+        argv = script_argv(tmp_path / script, "full", STUDIES / script)
+        return config_from_args(build_parser().parse_args(argv), argv=argv[1:])
+
+    (tmp_path / "study_b_small_targets.sh").mkdir()
+    (tmp_path / "study_b_converged.sh").mkdir()
+    first, converged = config("study_b_small_targets.sh"), config("study_b_converged.sh")
+    converged.validate()
+    check_trainer_names(converged)
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "folds", "eval_set")
+    assert {k: getattr(converged, k) for k in shared} == {k: getattr(first, k) for k in shared}
+    assert (converged.epochs, converged.iterations, converged.val_iterations) == (160, 10, 20)
+    assert (first.epochs, first.iterations, first.val_iterations) == (80, 10, 3)
+    assert [a.trainer for a in converged.arms()] == \
+        [a.trainer for a in first.arms() if not a.trainer.startswith("STSNet")]
+    assert converged.report_dir == Path("docs/benchmarks/study_b_small_targets/converged")
