@@ -4,7 +4,8 @@ Parameters and FLOPs (nnunet_ext.network_cost, torch's FlopCounterMode) for one 
 per patch (eval, no_grad, median of repeats); peak memory of one training step at the plans' batch size
 (CUDA max allocated on a GPU, process peak RSS above the post-import baseline on a CPU); seconds per case
 of nnU-Net's predictor on a few cases; seconds per training step of the trainer's own ``train_step`` (its loss,
-optimiser and mixed-precision rules, set up as ``nnUNetv2_train`` does, on a random batch of the plans' shape).
+optimiser and mixed-precision rules, set up as ``nnUNetv2_train`` does, on a random batch of the plans' shape;
+fewer than ``repeats`` once they pass ``train_step_budget_s``).
 Networks come from each trainer's own ``build_network_architecture``. Timing the training step here rather than
 in the benchmark's runs matters on a shared machine: runs side by side compete for the cores unevenly, and their
 own step timings then differ by the company they kept (study A's batch-Dice run: 1.99x for the same network).
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
 from nnunet_ext.trainer_lookup import load_trainer_context
 
 
@@ -36,6 +38,8 @@ class CostRequest:
     trainer: str                       # class name nnU-Net can find (short-schedule names included)
     device: str = "cpu"
     repeats: int = 5
+    # the timed train steps stop past this many seconds (after at least one): at real plans a CPU step takes minutes
+    train_step_budget_s: float = 120.0
     threads: int = 1
     model_folder: Optional[str] = None  # trained model: time the predictor per case when given
     fold: int = 0
@@ -88,13 +92,6 @@ def _flops(ctx, input_shape) -> tuple:
         return count_flops(_build(ctx, False), input_shape, "cpu"), "cpu"
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_cost(request: CostRequest) -> CostResult:
     import torch
 
@@ -116,10 +113,10 @@ def measure_cost(request: CostRequest) -> CostResult:
     with torch.no_grad():
         net(x)  # warm-up: first call pays for allocation and kernel selection
         for _ in range(max(1, request.repeats)):
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
             net(x)
-            _sync(device)
+            sync_device(device)
             times.append(1000 * (time.perf_counter() - start))
     del net, x
 
@@ -131,7 +128,7 @@ def measure_cost(request: CostRequest) -> CostResult:
     out = net(torch.randn(batch, n_in, *patch, device=device))
     outputs = out if isinstance(out, (list, tuple)) else [out]
     sum(o.float().mean() for o in outputs).backward()
-    _sync(device)
+    sync_device(device)
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device) / 2 ** 20, "CUDA max allocated"
     else:
@@ -160,14 +157,14 @@ def train_step_timing(request: CostRequest, device) -> Tuple[List[float], Option
 
 
 def _train_step_seconds(request: CostRequest, device) -> List[float]:
-    """The trainer's own ``train_step``, ``repeats`` times after one warm-up step (allocation, kernel choice)."""
-    from nnunet_ext.benchmark.real_scale import timed_train_steps
+    """The trainer's own ``train_step``, ``repeats`` times (fewer past the time budget) after one warm-up step."""
     from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
     _, trainer = initialized_trainer(request.preprocessed_dataset, request.plans, request.configuration,
                                      request.trainer, device)
     batch = random_training_batch(trainer, int(trainer.batch_size), trainer.configuration_manager.patch_size)
-    return timed_train_steps(trainer, batch, max(1, request.repeats), device)[0]
+    return timed_train_steps(trainer, batch, max(1, request.repeats), device,
+                             budget_s=request.train_step_budget_s)[0]
 
 
 def _predict_seconds(request: CostRequest, device) -> List[float]:
@@ -182,10 +179,10 @@ def _predict_seconds(request: CostRequest, device) -> List[float]:
     seconds = []
     for files in request.case_images:
         image, props = rw.read_images(files)
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         predictor.predict_single_npy_array(image, props, None, None, False)
-        _sync(device)
+        sync_device(device)
         seconds.append(time.perf_counter() - start)
     return seconds
 

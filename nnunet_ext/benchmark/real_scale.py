@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
+
 from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
 GB = 1024 ** 3
@@ -81,29 +83,6 @@ def _rss_bytes() -> int:
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_train_steps(trainer, batch: dict, timed: int, device, warmup: int = 1) -> tuple:
-    """The trainer's own ``train_step`` on ``batch``: ``warmup`` untimed steps (allocation, kernel choice), then
-    ``timed`` ones; their wall and process-CPU seconds and the last step's loss."""
-    times, cpu_times, loss = [], [], float("nan")
-    trainer.network.train()
-    for step in range(warmup + timed):
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        loss = float(trainer.train_step(batch)["loss"])  # the loss on the CPU: the step is finished
-        _sync(device)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-    return times, cpu_times, loss
 
 
 def estimate_divisor(network, configuration_manager) -> List[int]:
@@ -210,10 +189,10 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     with torch.no_grad():
         x = torch.randn(1, n_in, *patch, device=device)
         trainer.network(x)
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         trainer.network(x)
-        _sync(device)
+        sync_device(device)
         forward_ms = 1000 * (time.perf_counter() - start)
     return StepCost(trainer=trainer_name, patch_size=patch, batch_size=batch, parameters=count_parameters(plain),
                     gflops_per_patch=(flops or 0) / 1e9, train_memory_gb=memory / GB, memory_kind=kind,
