@@ -34,6 +34,13 @@ def script_argv(tmp_path, size: str, script: Path = SCRIPT):
     return out.read_text().split("\0")[:-1]
 
 
+def study_config(tmp_path, script: str):
+    """The benchmark config a study script's full-size command builds."""
+    (tmp_path / script).mkdir()
+    argv = script_argv(tmp_path / script, "full", STUDIES / script)
+    return config_from_args(build_parser().parse_args(argv), argv=argv[1:])
+
+
 @pytest.mark.parametrize("size", ["full", "tiny"])
 def test_study_c_command_passes_the_benchmark_checks(tmp_path, size):
     argv = script_argv(tmp_path, size)
@@ -69,13 +76,7 @@ def test_study_c_refuses_an_unknown_size(tmp_path):
 def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
     """Its per-case arms are study A's own runs when its workdir starts as a copy of study A's (the script's
     header): that needs the same dataset id, task, cases, seed, folds and schedule name."""
-    def config(script):
-        argv = script_argv(tmp_path / script, "full", STUDIES / script)
-        return config_from_args(build_parser().parse_args(argv), argv=argv[1:])
-
-    (tmp_path / "study_a_es_unet.sh").mkdir()
-    (tmp_path / "study_a_batch_dice.sh").mkdir()
-    study_a, remedy = config("study_a_es_unet.sh"), config("study_a_batch_dice.sh")
+    study_a, remedy = study_config(tmp_path, "study_a_es_unet.sh"), study_config(tmp_path, "study_a_batch_dice.sh")
     remedy.validate()
     check_trainer_names(remedy)
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
@@ -90,13 +91,8 @@ def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
 def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(tmp_path):
     """The converged re-run compares with study B's first run: same data, folds and evaluation; a longer schedule
     and more validation iterations; every first-run arm but STS-Net's (which learned nothing there)."""
-    def config(script):
-        argv = script_argv(tmp_path / script, "full", STUDIES / script)
-        return config_from_args(build_parser().parse_args(argv), argv=argv[1:])
-
-    (tmp_path / "study_b_small_targets.sh").mkdir()
-    (tmp_path / "study_b_converged.sh").mkdir()
-    first, converged = config("study_b_small_targets.sh"), config("study_b_converged.sh")
+    first = study_config(tmp_path, "study_b_small_targets.sh")
+    converged = study_config(tmp_path, "study_b_converged.sh")
     converged.validate()
     check_trainer_names(converged)
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
