@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite: unit tests and the end-to-end runs of nnU-Net's CLIs.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not e2e"` for the fast unit tests only.
-# The tests' scratch (generated datasets, nnU-Net's preprocessed data and checkpoints: a few GB at peak) goes to
-# NNUNET_EXT_TEST_TMP (default: .test_tmp in this checkout), not /tmp: a machine's /tmp may be small or full of
-# earlier runs' leftovers, and a full disk shows up as dozens of unrelated errors. It is removed when all pass.
+# The tests' scratch (generated datasets, nnU-Net's preprocessed data and checkpoints; tests/conftest.py removes
+# each module's when it is done, so the peak stays under 3 GB) goes to NNUNET_EXT_TEST_TMP (default: .test_tmp in
+# this checkout), not /tmp: a machine's /tmp may be small or full of earlier runs' leftovers, and a full disk shows
+# up as dozens of unrelated errors. It is removed when all tests pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TEST_TMP="${NNUNET_EXT_TEST_TMP:-$PWD/.test_tmp}"
-NEED_GB="${NNUNET_EXT_TEST_MIN_FREE_GB:-6}"
+NEED_GB="${NNUNET_EXT_TEST_MIN_FREE_GB:-4}"
 mkdir -p "$TEST_TMP"
 FREE_GB=$(df -Pk "$TEST_TMP" | awk 'NR == 2 {print int($4 / 1048576)}')
 echo "[test] scratch in $TEST_TMP: ${FREE_GB} GB free"

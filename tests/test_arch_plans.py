@@ -26,7 +26,7 @@ PLAN_SCRIPT = ("from nnunetv2.experiment_planning.plan_and_preprocess_api import
                f"plan_experiments([{DATASET_ID}])")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory):
     """nnU-Net's own fingerprint + planner on a 4-case 16x32x32 two-channel phantom (no preprocessing needed)."""
     root = tmp_path_factory.mktemp("nnunet")
