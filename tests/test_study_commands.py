@@ -90,7 +90,7 @@ def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
 
 def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(tmp_path):
     """The converged re-run compares with study B's first run: same data, folds and evaluation; a longer schedule
-    and more validation iterations; the first run's arms whose network learned, less DLKUNet's loss schedules."""
+    and more validation iterations; three of the first run's arms (the budget: the script's header)."""
     first = study_config(tmp_path, "study_b_small_targets.sh")
     converged = study_config(tmp_path, "study_b_converged.sh")
     converged.validate()
@@ -101,6 +101,6 @@ def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(t
     assert (converged.epochs, converged.iterations, converged.val_iterations) == (160, 10, 20)
     assert (first.epochs, first.iterations, first.val_iterations) == (80, 10, 3)
     assert [a.trainer for a in converged.arms()] == \
-        ["nnUNetTrainer", "nnUNetTrainerAmplify", "nnUNetTrainerDWD", "DLKUNetSTrainer"]
+        ["nnUNetTrainer", "nnUNetTrainerAmplify", "nnUNetTrainerDWD"]
     assert set(a.trainer for a in converged.arms()) < set(a.trainer for a in first.arms())
     assert converged.report_dir == Path("docs/benchmarks/study_b_small_targets/converged")
