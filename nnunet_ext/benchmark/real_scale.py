@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
-
 from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
 GB = 1024 ** 3
