@@ -28,6 +28,15 @@ def check_device(device: str) -> str:
     return device
 
 
+def predict_workers(device: str) -> list:
+    """nnUNetv2_predict's worker processes (-npp, -nps). On a CPU none: nnU-Net then predicts sequentially in
+    its own process, where the workers would take cores from the network and each spawn re-imports torch (3 tiny 2D
+    cases: 9.5 s instead of 15.7 s, 8.7 instead of 18.5 CPU seconds). On a GPU one of each keeps reading and
+    writing beside the inference."""
+    n = "0" if check_device(device) == "cpu" else "1"
+    return ["-npp", n, "-nps", n]
+
+
 def trainers_dir() -> str:
     """The folder to put in ``nnUNet_extTrainer``: the installed ``nnunet_ext_trainers`` package."""
     import nnunet_ext_trainers
@@ -164,10 +173,10 @@ class NnUNetWorkspace(NnUNetFolders):
 
     def predict(self, dataset_id: int, configuration: str, trainer: str, input_dir, output_dir,
                 *extra: str, folds=(0,), plans: str = "nnUNetPlans", device: str = "cpu", **kw) -> str:
-        """nnUNetv2_predict on ``device`` (as :meth:`train`), one process for pre- and one for export."""
+        """nnUNetv2_predict on ``device`` (as :meth:`train`); its worker processes: :func:`predict_workers`."""
         return self.run("nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", dataset_id, "-c",
                         configuration, "-tr", trainer, "-p", plans, "-f", *folds, "-device", check_device(device),
-                        "-npp", 1, "-nps", 1, "--disable_progress_bar", *extra, **kw)
+                        *predict_workers(device), "--disable_progress_bar", *extra, **kw)
 
     def evaluate(self, dataset_id: int, gt_dir, pred_dir, plans: str = "nnUNetPlans") -> dict:
         """nnU-Net's own evaluation (nnUNetv2_evaluate_folder); returns its summary.json."""

@@ -21,9 +21,10 @@ if [ "$FREE_GB" -lt "$NEED_GB" ]; then
     exit 1
 fi
 rc=0
-# two workers, one test file each at a time: e2e runs are mostly single-process nnU-Net commands
+# two workers, one test file each at a time (e2e runs are mostly single-process nnU-Net commands), in the order
+# tests/conftest.py gives: the slowest files first, so that both workers finish together
 .venv/bin/python -m pytest -q -ra --durations=20 -n "${PYTEST_WORKERS:-2}" --dist loadfile \
-    --basetemp "$TEST_TMP/pytest" "$@" || rc=$?
+    --no-loadscope-reorder --basetemp "$TEST_TMP/pytest" "$@" || rc=$?
 echo "[test] scratch at the end: $(du -sh "$TEST_TMP" 2>/dev/null | cut -f1)"
 if [ "$rc" -eq 0 ]; then rm -rf "$TEST_TMP"; fi
 exit "$rc"

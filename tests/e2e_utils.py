@@ -2,6 +2,10 @@
 and one check of nnUNetv2_predict's output against the test labels."""
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -12,6 +16,7 @@ import torch
 
 from nnunet_ext.workspace import NnUNetWorkspace as _Workspace
 
+ROOT = Path(__file__).resolve().parents[1]
 TEST_TRAINERS = Path(__file__).resolve().parent / "trainers"
 PHANTOM_LABELS = (0, 1, 2)  # nnunet_ext.data.phantoms: background, organ, lesion (never the ignore label)
 
@@ -85,3 +90,28 @@ def predict_test_cases(ws: _Workspace, dataset_id: int, configuration: str, trai
 def final_checkpoint(fold_folder) -> dict:
     """checkpoint_final.pth of a fold folder our tests trained (a trusted file: nnU-Net's own pickle)."""
     return torch.load(Path(fold_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+
+
+def check_study_at_toy_size(tmp_path, script: str, arms: int) -> None:
+    """``STUDY_SIZE=tiny bash scripts/studies/<script>``: every arm trained, a report with its verdict, convergence
+    and accuracy sections; then ``STUDY_REPORT_ONLY=1`` rewrites the report without training anything."""
+    env = dict(os.environ, STUDY_SIZE="tiny", BIN=str(Path(sys.executable).parent), STUDY_PARALLEL="1")
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "studies" / script), str(work)], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (work / "report" / "report.md").read_text()
+    for section in ("## Verdicts", "## Convergence", "## Accuracy"):
+        assert section in report
+    with open(work / "report" / "cases.csv") as f:
+        trainers = {row["trainer"] for row in csv.DictReader(f)}
+    assert len(trainers) == arms
+    # two iterations cannot meet the convergence criterion: the report must say so, not hide it
+    assert "too short" in report or "**Not converged by this criterion:**" in report
+    assert "--report-only" not in report
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("checkpoint_final.pth")}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "studies" / script), str(work)],
+                          env=dict(env, STUDY_REPORT_ONLY="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--report-only" in (work / "report" / "report.md").read_text()
+    assert before and before == {p: p.stat().st_mtime_ns for p in work.rglob("checkpoint_final.pth")}

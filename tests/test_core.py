@@ -307,6 +307,19 @@ def test_workspace_passes_the_device_to_train_and_predict(tmp_path, monkeypatch)
         ws.train(7, "2d", 0, "nnUNetTrainer", device="cuda:1")
 
 
+def test_prediction_on_a_cpu_runs_in_one_process():
+    from nnunet_ext.cascade.predict import NnUNetModel, predict_args
+    from nnunet_ext.workspace import NnUNetWorkspace, predict_workers
+
+    assert predict_workers("cpu") == ["-npp", "0", "-nps", "0"]  # nnUNetv2_predict's sequential path
+    assert predict_workers("cuda") == predict_workers("mps") == ["-npp", "1", "-nps", "1"]
+    with pytest.raises(ValueError, match="'cuda:0' is not one nnU-Net accepts"):
+        predict_workers("cuda:0")
+    args = predict_args(NnUNetWorkspace("/nonexistent"), NnUNetModel(7, "3d_fullres", "nnUNetTrainer", device="cpu"),
+                        "in", "out")
+    assert args[args.index("-npp") + 1] == args[args.index("-nps") + 1] == "0"
+
+
 def test_demo_parameter_count_keeps_nnunet_lookup_lines_off_stdout(tmp_path, monkeypatch, capsys):
     from torch import nn
 

@@ -69,17 +69,16 @@ class CheckConfig:
     da_processes: int         # nnUNet_n_proc_DA per training
     force_compile: bool       # CPU: nnU-Net does not compile there by itself; use the test-only trainers
     disable_tta: bool
-    sequential_predict: bool  # nnUNetv2_predict -npp 0 -nps 0: no worker processes (each re-imports torch)
     timeout: int              # seconds per nnU-Net command
 
 
 GPU = CheckConfig(device="cuda", table9_size=PAPER_INPUT_SIZE, warmup=5, repeats=20, shape=(64, 128, 128),
                   spacing=(1.0, 1.0, 1.0), cases=6, test_cases=1, iterations=20, val_iterations=2,
-                  jobs=len(FAMILIES), da_processes=2, force_compile=False, disable_tta=False, sequential_predict=False,
+                  jobs=len(FAMILIES), da_processes=2, force_compile=False, disable_tta=False,
                   timeout=420)
 DRY_RUN = CheckConfig(device="cpu", table9_size=16, warmup=1, repeats=2, shape=(16, 24, 24), spacing=(3.0, 1.0, 1.0),
                       cases=5, test_cases=1, iterations=2, val_iterations=1, jobs=1, da_processes=0,
-                      force_compile=True, disable_tta=True, sequential_predict=True, timeout=600)
+                      force_compile=True, disable_tta=True, timeout=600)
 
 
 # ------------------------------------------------------------------------------------------------ Table 9
@@ -235,8 +234,7 @@ def run_family(ws, family: str, base: str, config: CheckConfig, out: Path, netwo
         raw = ws.raw / ws.dataset_name(DATASET_ID)
         pred = out / "predictions" / name
         t1 = time.perf_counter()
-        extra = (["--disable_tta"] if config.disable_tta else []) + (["-npp", "0", "-nps", "0"] if
-                                                                      config.sequential_predict else [])
+        extra = ["--disable_tta"] if config.disable_tta else []  # worker processes: workspace.predict_workers
         ws.predict(DATASET_ID, CONFIGURATION, name, raw / "imagesTs", pred, *extra, device=config.device,
                    timeout=config.timeout, env=env)
         row["predict_seconds"] = round(time.perf_counter() - t1, 1)

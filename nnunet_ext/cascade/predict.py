@@ -91,13 +91,14 @@ def measured_run(env: dict, args: Sequence[str]) -> Tuple[str, float, float]:
 
 
 def predict_args(workspace, model: NnUNetModel, input_dir, output_dir) -> List[str]:
-    """The nnUNetv2_predict call of ``workspace.predict`` (one process each, on the model's device)."""
-    from nnunet_ext.workspace import BIN
+    """The nnUNetv2_predict call of ``workspace.predict`` (on the model's device, its worker processes)."""
+    from nnunet_ext.workspace import BIN, predict_workers
 
     exe = BIN / "nnUNetv2_predict"
     return [str(exe) if exe.exists() else "nnUNetv2_predict", "-i", str(input_dir), "-o", str(output_dir),
             "-d", str(model.dataset_id), "-c", model.configuration, "-tr", model.trainer, "-p", model.plans,
-            "-f", *map(str, model.folds), "-device", model.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+            "-f", *map(str, model.folds), "-device", model.device, *predict_workers(model.device),
+            "--disable_progress_bar"]
 
 
 def run_nnunet_predict(workspace, model: NnUNetModel, input_dir, output_dir, cost: StepCost) -> None:
