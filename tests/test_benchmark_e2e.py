@@ -1,17 +1,19 @@
-"""One small benchmark through the real nnU-Net commands: 2 trainers, 1 epoch x 2 iterations, tiny phantom."""
+"""One small benchmark through the real nnU-Net commands: 2 trainers, 4 epochs x 2 iterations, tiny phantom with
+3 held-out test cases."""
 import csv
 import json
 
 import pytest
 
 from nnunet_ext.benchmark.runner import BenchmarkConfig, execute_run, plan_runs, prepare_workspace, run_benchmark
+from nnunet_ext.safe_load import load_checkpoint
 
 
 @pytest.mark.e2e
 def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
     cfg = BenchmarkConfig(workdir=tmp_path, dataset_id=873, dataset_name="BenchE2E", trainers=("nnUNetTrainerDWD",),
-                          folds=(0,), epochs=1, iterations=2, val_iterations=1, generate=True, num_train_cases=6,
-                          shape=(16, 32, 32), executor="local", cost_repeats=2, cost_cases=1,
+                          folds=(0,), epochs=4, iterations=2, val_iterations=1, generate=True, num_train_cases=6,
+                          num_test_cases=3, shape=(16, 32, 32), executor="local", cost_repeats=2, cost_cases=1,
                           plots_overlay_cases=2, command_line="(test)")
     report = run_benchmark(cfg, log=lambda m: None)
     text = report.read_text()
@@ -19,15 +21,15 @@ def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
                     "### Dice per case", "### Cost vs Dice", "### Learning curves", "### Example cases", "## Files"):
         assert section in text, section
     assert "## Failed runs" not in text
-    assert "Too few cases to test" in text  # 6 cases, 5 folds: 2 validation cases in fold 0
+    assert "Too few cases to test" in text  # 3 held-out test cases
     out = report.parent
     for png in ("dice_boxplot.png", "cost_vs_dice.png", "learning_curves.png"):
         assert (out / png).stat().st_size > 10_000, png
     assert list(out.glob("overlay_*.png"))
     with open(out / "cases.csv") as f:
         rows = list(csv.DictReader(f))
-    # 2 trainers x 2 validation cases x (organ, lesion, mean)
-    assert len(rows) == 12 and {r["trainer"] for r in rows} == {"nnUNetTrainer", "nnUNetTrainerDWD"}
+    # 2 trainers x 3 test cases x (organ, lesion, mean)
+    assert len(rows) == 18 and {r["trainer"] for r in rows} == {"nnUNetTrainer", "nnUNetTrainerDWD"}
     cost = json.loads((out / "cost.json").read_text())
     # same network, different loss: parameters and FLOPs must agree exactly
     assert cost["nnUNetTrainer"]["parameters"] == cost["nnUNetTrainerDWD"]["parameters"] > 0
@@ -43,8 +45,22 @@ def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
     assert [len(list(f.glob("training_log_*.txt"))) for f in results.glob("*/*/fold_0")] == [1, 1]
     assert "| nnUNetTrainer | 16x32x32 |" in text and "1.00x" in text
     curves = json.loads((out / "learning_curves.json").read_text())
-    assert len(curves["nnUNetTrainer"]["train_losses"]) == 1  # one epoch
+    assert len(curves["nnUNetTrainer"]["train_losses"]) == 4
 
-    # a second invocation finds every run finished and trains nothing
+    # the held-out convergence check: each run kept its model after epoch 1 (the criterion's 3-epoch window starts
+    # there), predicted the test cases with it too, and the report's change is the mean per-case difference
+    for trainer in ("nnUNetTrainer", "nnUNetTrainerDWD"):
+        fold = next(results.glob(f"*/{trainer}_ep4it2val1__nnUNetPlans__3d_fullres/fold_0"))
+        assert load_checkpoint(fold / "checkpoint_ep1.pth")["current_epoch"] == 1
+        assert len(list((fold / "test_predictions_window_start").glob("*.nii.gz"))) == 3
+        final, start = ({r["case"]: r["dice"] for r in json.loads((fold / name).read_text()) if r["class"] == "mean"}
+                        for name in ("benchmark_cases.json", "benchmark_cases_window_start.json"))
+        assert len(final) == len(start) == 3
+        change = sum(final[c] - start[c] for c in final) / 3
+        assert f"| {trainer} | 0 | 1 -> 4 | 3 | {change:+.4f} |" in text
+    assert "### Held-out check" in text
+
+    # a second invocation finds every run finished and trains or predicts nothing
     folders = prepare_workspace(cfg, log=lambda m: None)
-    assert all(execute_run(spec)["skipped"] for spec in plan_runs(cfg, folders, "validation"))
+    assert all(execute_run(spec)["skipped"] for spec in plan_runs(cfg, folders, "test"))
+

@@ -1,5 +1,6 @@
 """The plugin's plumbing: trainer discovery, short schedules, catalogue, CLI, base hooks."""
 import math
+import os
 import subprocess
 import sys
 import types
@@ -81,8 +82,11 @@ class _Trainer:
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1000, 250, 50
         self.save_every, self.current_epoch, self.log, self.saved = 50, 0, [], []
         self.device = torch.device("meta")  # a named short schedule also reads the device (CPU thread count)
-        self.plotted = []
+        self.plotted, self.output_folder, self.checkpoints = [], "out", []
         self.logger = types.SimpleNamespace(plot_progress_png=lambda folder: self.plotted.append(self.current_epoch))
+
+    def save_checkpoint(self, filename):
+        self.checkpoints.append((filename, self.current_epoch))
 
     def on_epoch_end(self):  # nnU-Net's checkpoint rule, progress.png, then the epoch count
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
@@ -158,6 +162,22 @@ def test_short_schedule_stops_on_purpose_after_the_epoch_it_is_told(monkeypatch)
     for _ in range(3):
         trainer.on_epoch_end()
     assert trainer.current_epoch == 3
+
+
+def test_short_schedule_keeps_the_model_where_the_convergence_window_starts():
+    trainer = _short(short_epochs=10)  # window: the last max(3, ceil(0.2 x 10)) = 3 epochs
+    for _ in range(10):
+        trainer.on_epoch_end()
+    # saved during epoch 6, before nnU-Net counts it: the file says 7 epochs done, as nnU-Net's checkpoints do
+    assert trainer.checkpoints == [(os.path.join("out", "checkpoint_ep7.pth"), 6)]
+    off = _short(short_epochs=10, keep_window_checkpoint=False)
+    for _ in range(10):
+        off.on_epoch_end()
+    assert off.checkpoints == [] and off.window_checkpoint() is None
+    short = _short(short_epochs=3)  # the window is the whole run: nothing to keep
+    for _ in range(3):
+        short.on_epoch_end()
+    assert short.checkpoints == []
 
 
 def test_short_schedule_skips_the_final_validation_only_when_told():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess, window_trend
-from nnunet_ext.benchmark.report import convergence_section
+from nnunet_ext.benchmark.convergence import (Convergence, ConvergenceCriterion, HeldOutChange, assess,
+                                               held_out_change, window_checkpoint_name, window_trend)
+from nnunet_ext.benchmark.report import convergence_section, held_out_section
 from nnunet_ext.data.phantoms import generate_dataset
 from nnunet_ext.data.tasks import HECKTOR_LABELS, SMALL_TARGET_LABELS, TASKS, get_task
 
@@ -88,6 +89,39 @@ def test_convergence_section_lists_rising_and_unresolved_runs_apart():
     assert "**Still rising** (1 of 3 runs" in text and "A fold 0 (+0.030 ± 0.005)" in text
     assert "too noisy to resolve the tolerance** (1 of 3 runs" in text and "): B fold 0. A flat" in text
     assert "A fold 1" not in text.split("**Still rising**")[1]
+
+
+def test_window_checkpoint_is_the_model_before_the_criterions_window():
+    # window = max(3, ceil(0.2 E)) epochs: E=160 -> 32, kept after 128 epochs; E=80 -> 16 -> 64; E=10 -> 3 -> 7
+    assert [window_checkpoint_name(e) for e in (160, 80, 10, 4)] == [
+        "checkpoint_ep128.pth", "checkpoint_ep64.pth", "checkpoint_ep7.pth", "checkpoint_ep1.pth"]
+    assert window_checkpoint_name(3) is None and window_checkpoint_name(1) is None  # the window is the whole run
+
+
+def test_held_out_change_pairs_cases_and_reads_its_interval():
+    # every case gains exactly 0.001 (case d only in one model, case e NaN: dropped): interval [0.001, 0.001]
+    c = held_out_change({"a": 0.801, "b": 0.701, "c": 0.5, "d": 0.9, "e": float("nan")},
+                        {"a": 0.8, "b": 0.7, "c": 0.499, "e": 0.3}, start_epoch=64)
+    assert (c.n, c.start_epoch) == (3, 64) and c.mean == pytest.approx(0.001) and c.low == pytest.approx(0.001)
+    assert c.mark(0.005) == "flat"
+    assert HeldOutChange(64, 0.02, 0.012, 0.03, 50).mark(0.005) == "**still gaining**"
+    assert HeldOutChange(64, -0.02, -0.03, -0.012, 50).mark(0.005) == "**losing**"
+    assert HeldOutChange(64, 0.004, -0.002, 0.010, 50).mark(0.005) == "undecided"  # within, but the CI is not
+    assert HeldOutChange(64, 0.004, float("nan"), float("nan"), 1).mark(0.005) == "n/a"
+    # a mixed change: mean by hand (+0.02 - 0.01 + 0.03) / 3 = 0.04 / 3; the bootstrap's extremes are -0.01, 0.03
+    mixed = held_out_change({"a": 0.82, "b": 0.69, "c": 0.53}, {"a": 0.8, "b": 0.7, "c": 0.5}, start_epoch=7)
+    assert mixed.mean == pytest.approx(0.04 / 3) and -0.01 - 1e-12 <= mixed.low < mixed.mean < mixed.high <= 0.03 + 1e-12
+    assert mixed.mark(0.005) == "undecided"
+
+
+def test_held_out_section_marks_each_run():
+    changes = {("nnUNetTrainer", 0): HeldOutChange(128, 0.001, -0.002, 0.004, 50),
+               ("nnUNetTrainerDWD", 0): HeldOutChange(128, 0.02, 0.012, 0.03, 50)}
+    text = "\n".join(held_out_section(changes, ConvergenceCriterion(), epochs=160))
+    assert "| nnUNetTrainer | 0 | 128 -> 160 | 50 | +0.0010 | [-0.0020, +0.0040] | flat |" in text
+    assert "| nnUNetTrainerDWD | 0 | 128 -> 160 | 50 | +0.0200 | [+0.0120, +0.0300] | **still gaining** |" in text
+    assert "Flat on the held-out cases: 1 of 2 runs." in text
+    assert held_out_section({}, ConvergenceCriterion(), epochs=160) == []
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -12,12 +12,18 @@ than the curve can resolve. ``assess`` therefore also fits the same line to the 
 When twice that error exceeds the tolerance, a flat curve would often fail the criterion too: the report says
 so and the fix is more validation iterations, not a different tolerance. When instead the raw change minus twice
 its error still exceeds the tolerance, the run is shown to be rising: the report lists it as "still rising".
+
+The held-out check asks the same question with less noise: a short-schedule trainer keeps the model of the epoch
+where the window starts (:func:`window_checkpoint_name`), the benchmark predicts the test cases with it as well
+as with the final model, and :func:`held_out_change` gives the change in Dice over the window, case by case, with a
+bootstrap interval. Tens of whole test cases resolve a change far finer than a few validation patches per epoch.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -59,6 +65,52 @@ class Convergence:
         return self.raw_change - 2 * self.raw_change_se > tolerance
 
 
+def window_epochs(num_epochs: int, criterion: ConvergenceCriterion = ConvergenceCriterion()) -> int:
+    """Epochs at the end of a run that the criterion looks at."""
+    return max(MIN_WINDOW_EPOCHS, int(math.ceil(criterion.window * num_epochs)))
+
+
+def window_checkpoint_name(num_epochs: int, criterion: ConvergenceCriterion = ConvergenceCriterion()
+                           ) -> Optional[str]:
+    """The checkpoint a run keeps for the held-out check: the model after the epochs before the window
+    (``checkpoint_ep<k>.pth``, k epochs done); None when the window is the whole run."""
+    start = num_epochs - window_epochs(num_epochs, criterion)
+    return f"checkpoint_ep{start}.pth" if start >= 1 else None
+
+
+WINDOW_CHECKPOINT = re.compile(r"^checkpoint_ep(\d+)\.pth$")
+
+
+@dataclass(frozen=True)
+class HeldOutChange:
+    """Final model minus the model at the window's start, Dice per held-out case (``mean``: their mean)."""
+    start_epoch: int
+    mean: float
+    low: float                   # 95% bootstrap interval of the mean change
+    high: float
+    n: int                       # cases scored by both models
+
+    def mark(self, tolerance: float) -> str:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return "n/a"
+        if -tolerance < self.low and self.high < tolerance:
+            return "flat"
+        if self.low > tolerance:
+            return "**still gaining**"
+        if self.high < -tolerance:
+            return "**losing**"
+        return "undecided"
+
+
+def held_out_change(final: Dict[object, float], start: Dict[object, float], start_epoch: int) -> HeldOutChange:
+    """Paired over the cases both models scored (non-finite scores dropped)."""
+    from nnunet_ext.benchmark.stats import bootstrap_ci
+
+    keys = [k for k in final if k in start and math.isfinite(final[k]) and math.isfinite(start[k])]
+    ci = bootstrap_ci([final[k] - start[k] for k in keys])
+    return HeldOutChange(start_epoch, ci.mean, ci.low, ci.high, ci.n)
+
+
 def window_trend(values: Sequence[float], window_epochs: int) -> Tuple[float, float]:
     """Least-squares change over the last ``window_epochs`` values and its standard error (ordinary least squares,
     residual variance with n - 2 degrees of freedom; NaN error for fewer than 3 points or non-finite values)."""
@@ -78,7 +130,7 @@ def assess(values: Sequence[float], criterion: ConvergenceCriterion = Convergenc
     """Judge one curve (one value per epoch); ``raw``: the unsmoothed per-epoch pseudo-Dice, for the noise."""
     y = np.asarray([v for v in values], dtype=float)
     final = float(y[-1]) if len(y) else math.nan
-    n = max(MIN_WINDOW_EPOCHS, int(math.ceil(criterion.window * len(y))))
+    n = window_epochs(len(y), criterion)
     if len(y) < 2 * MIN_WINDOW_EPOCHS or not np.isfinite(y[-n:]).all():
         return Convergence(None, math.nan, n, final)
     change = window_trend(y, n)[0]

@@ -15,10 +15,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, assess
+from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, HeldOutChange, assess, held_out_change
 from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
-from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, BenchmarkConfig, RunSpec, WorkspaceFolders,
-                                       training_timing)
+from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, WINDOW_CASES_FILE, BenchmarkConfig, RunSpec,
+                                       WorkspaceFolders, training_timing)
 from nnunet_ext.benchmark.stats import ALPHA, PairedComparison, bootstrap_ci, holm_adjust, paired_wilcoxon
 
 SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd", "precision", "recall", "rvd")
@@ -36,6 +36,21 @@ def collect_cases(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> List[d
         for r in json.loads(path.read_text()):
             rows.append({"trainer": spec.arm.label, "fold": spec.fold, **r})
     return rows
+
+
+def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dict[tuple, HeldOutChange]:
+    """(trainer, fold) -> the held-out check of every run that kept and scored its window-start model."""
+    ws = folders.open()
+    out = {}
+    for spec in specs:
+        window = spec.window_checkpoint(ws)
+        files = [spec.fold_folder(ws) / name for name in (CASES_FILE, WINDOW_CASES_FILE)]
+        if window is None or not all(f.is_file() for f in files):
+            continue
+        final, start = ({r["case"]: float(r["dice"]) for r in json.loads(f.read_text()) if r["class"] == MEAN_CLASS}
+                        for f in files)
+        out[(spec.arm.label, spec.fold)] = held_out_change(final, start, int(window.stem.split("_ep")[1]))
+    return out
 
 
 def scores(rows: List[dict], trainer: str, cls: str, metric: str) -> Dict[tuple, float]:
@@ -215,6 +230,25 @@ def verdict_section(rows, labels: List[str], convergence: Dict[str, List[Converg
             f"nnU-Net; a verdict says better/worse only when the Holm-corrected Wilcoxon p < {ALPHA}. "
             "'converged' counts the runs (folds) that meet the criterion of the section 'Convergence'.", ""] + \
         _table(["trainer", "Dice", "ΔDice [95% CI]", "Holm p", "verdict", "converged"], table)
+
+
+def held_out_section(changes: Dict[tuple, HeldOutChange], criterion: ConvergenceCriterion,
+                     epochs: int) -> List[str]:
+    """The held-out check (convergence.py): final model against the window-start model on the same test cases."""
+    if not changes:
+        return []
+    tol = criterion.tolerance
+    table = [[t, str(fold), f"{c.start_epoch} -> {epochs}", str(c.n), f"{c.mean:+.4f}",
+              f"[{c.low:+.4f}, {c.high:+.4f}]" if math.isfinite(c.low) else "n/a", c.mark(tol)]
+             for (t, fold), c in changes.items()]
+    out = ["### Held-out check", "",
+           f"Each run also kept its model at the start of the window; both models predicted the same held-out "
+           f"test cases. Below: final minus window-start Dice (per case, mean over classes), its mean and 95% "
+           f"bootstrap interval. **flat**: the interval lies within ±{tol}; **still gaining** / **losing**: it lies "
+           f"beyond +{tol} / -{tol}; undecided: neither (more test cases narrow it).", ""]
+    out += _table(["trainer", "fold", "epochs", "cases", "Dice change", "95% CI", "held-out"], table)
+    flat = sum(c.mark(tol) == "flat" for c in changes.values())
+    return out + ["", f"Flat on the held-out cases: {flat} of {len(changes)} runs."]
 
 
 def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion) -> List[str]:
@@ -579,6 +613,7 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         lines += verdict_section(rows, labels, {t: [c for _, c in items] for t, items in runs.items()}, dice) + [""]
     if runs:
         lines += convergence_section(runs, criterion) + [""]
+        lines += held_out_section(held_out_changes(specs, folders), criterion, cfg.epochs) + [""]
     if rows:
         lines += accuracy_section(rows, scored, classes, dice) + [""]
     else:

@@ -22,16 +22,20 @@ from typing import Callable, Dict, List, Optional, Sequence
 from nnunet_ext.benchmark import report as benchmark_report
 from nnunet_ext.benchmark.spec import (  # noqa: F401  (the spec types are importable from here too)
     CASES_FILE, DEFAULT_PLANS, EVAL_SETS, EXECUTORS, RESENC_CHOICE_FILE, RESENC_NEAREST, RESENC_PRESETS,
-    TEST_PREDICTIONS, VANILLA, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders, resenc_plans, training_timing)
+    TEST_PREDICTIONS, VANILLA, WINDOW_CASES_FILE, Arm, BenchmarkConfig, RunSpec, WorkspaceFolders, resenc_plans,
+    training_timing)
 from nnunet_ext.progress import RunProgress, line_writer, log_name
 from nnunet_ext.training.short_schedule import short_schedule_name
 from nnunet_ext.workspace import CommandFailed, NnUNetWorkspace
 
 
 def is_finished(spec: RunSpec, ws: NnUNetWorkspace) -> bool:
-    """Trained to the end and predicted: the markers nnU-Net itself leaves (checkpoint_final + summary.json)."""
+    """Trained to the end and predicted: the markers nnU-Net itself leaves (checkpoint_final + summary.json), for
+    the window-start model of the held-out check too when the run kept one."""
+    window = spec.window_checkpoint(ws)
     return (spec.fold_folder(ws) / "checkpoint_final.pth").is_file() and \
-        (spec.predictions_folder(ws) / "summary.json").is_file()
+        (spec.predictions_folder(ws) / "summary.json").is_file() and \
+        (window is None or (spec.window_predictions_folder(ws) / "summary.json").is_file())
 
 
 def execute_run(spec: RunSpec) -> dict:
@@ -49,13 +53,18 @@ def execute_run(spec: RunSpec) -> dict:
         finally:
             if write is not None:
                 write.close()
-    cases_file = folder / CASES_FILE
-    if skipped and cases_file.is_file():
-        rows = json.loads(cases_file.read_text())
-    else:
-        dataset_json = json.loads((ws.preprocessed / ws.dataset_name(spec.dataset_id) / "dataset.json").read_text())
-        rows = case_rows(spec.predictions_folder(ws) / "summary.json", dataset_json, spec.nsd_tolerance_mm)
+    dataset_json = json.loads((ws.preprocessed / ws.dataset_name(spec.dataset_id) / "dataset.json").read_text())
+
+    def scored(cases_file: Path, predicted: Path) -> list:
+        if skipped and cases_file.is_file():
+            return json.loads(cases_file.read_text())
+        rows = case_rows(predicted / "summary.json", dataset_json, spec.nsd_tolerance_mm)
         cases_file.write_text(json.dumps(rows, indent=1))
+        return rows
+
+    rows = scored(folder / CASES_FILE, spec.predictions_folder(ws))
+    if spec.window_checkpoint(ws) is not None:
+        scored(folder / WINDOW_CASES_FILE, spec.window_predictions_folder(ws))
     return {"label": spec.arm.label, "fold": spec.fold, "skipped": skipped, "seconds": time.time() - started,
             "cases": len({r["case"] for r in rows})}
 
@@ -86,6 +95,12 @@ def _train_and_predict(spec: RunSpec, ws: NnUNetWorkspace, on_line: Optional[Cal
         ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred,
                    folds=(spec.fold,), **common)
         ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
+        window = spec.window_checkpoint(ws)
+        if window is not None:  # the held-out convergence check (convergence.py): the same cases, earlier model
+            pred = spec.window_predictions_folder(ws)
+            ws.predict(spec.dataset_id, spec.configuration, spec.schedule_name, raw / "imagesTs", pred,
+                       "-chk", window.name, folds=(spec.fold,), **common)
+            ws.evaluate(spec.dataset_id, raw / "labelsTs", pred, plans=spec.arm.plans)
 
 
 # -- fan-out ---------------------------------------------------------------------------------------------

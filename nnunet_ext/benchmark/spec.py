@@ -28,6 +28,8 @@ EVAL_SETS = ("auto", "validation", "test")
 EXECUTORS = ("local", "slurm", "debug")
 CASES_FILE = "benchmark_cases.json"
 TEST_PREDICTIONS = "test_predictions"
+WINDOW_CASES_FILE = "benchmark_cases_window_start.json"  # the held-out check's model (convergence.py)
+WINDOW_PREDICTIONS = "test_predictions_window_start"
 
 
 def resenc_plans(preset: str, dataset_cap: bool = False) -> str:
@@ -181,6 +183,19 @@ class RunSpec:
 
     def predictions_folder(self, ws: NnUNetWorkspace) -> Path:
         return self.fold_folder(ws) / ("validation" if self.eval_set == "validation" else TEST_PREDICTIONS)
+
+    def window_checkpoint(self, ws: NnUNetWorkspace) -> Optional[Path]:
+        """The model kept at the start of the convergence window (test cases only: the held-out check)."""
+        from nnunet_ext.benchmark.convergence import WINDOW_CHECKPOINT
+
+        if self.eval_set != "test":
+            return None
+        found = {int(m.group(1)): p for p in self.fold_folder(ws).glob("checkpoint_ep*.pth")
+                 if (m := WINDOW_CHECKPOINT.match(p.name))}
+        return found[max(found)] if found else None
+
+    def window_predictions_folder(self, ws: NnUNetWorkspace) -> Path:
+        return self.fold_folder(ws) / WINDOW_PREDICTIONS
 
 
 def training_timing(spec: RunSpec, ws: NnUNetWorkspace) -> Optional[dict]:

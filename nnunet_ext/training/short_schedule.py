@@ -55,6 +55,10 @@ class ShortSchedule:
     ``short_plot_every``: nnU-Net redraws progress.png after every epoch, ~0.5 s on a CPU; in a short schedule's
     1-2 s epochs that is a quarter of the run's wall time. It is redrawn every ``short_plot_every`` epochs
     (``None``: about ten times per run) and always after the last epoch, so the final plot is nnU-Net's own.
+
+    ``keep_window_checkpoint``: also save the model of the epoch where the convergence criterion's window starts
+    (``checkpoint_ep<k>.pth``, :func:`nnunet_ext.benchmark.convergence.window_checkpoint_name`), so that the
+    benchmark can score it on the held-out cases beside the final model.
     """
 
     short_epochs: int = 2
@@ -64,6 +68,7 @@ class ShortSchedule:
     stop_at_epoch: Optional[int] = None
     skip_final_validation: bool = False
     short_plot_every: Optional[int] = None
+    keep_window_checkpoint: bool = True
 
     @classmethod
     def check_short_schedule(cls) -> None:
@@ -101,11 +106,20 @@ class ShortSchedule:
             raise ValueError(f"{STOP_ENV}={value!r}: expected an epoch number >= 1")
         return int(value)
 
+    def window_checkpoint(self) -> Optional[str]:
+        """The file name of the checkpoint kept at the start of the convergence window (None: none kept)."""
+        from nnunet_ext.benchmark.convergence import window_checkpoint_name
+
+        return window_checkpoint_name(self.num_epochs) if self.keep_window_checkpoint else None
+
     def on_epoch_end(self):
         stop = self.stop_epoch()
         stopping = stop is not None and self.current_epoch + 1 == stop
         if stopping:
             self.save_every = 1  # nnU-Net writes checkpoint_latest of this epoch, so `--c` resumes after it
+        window = self.window_checkpoint()
+        if window is not None and window == f"checkpoint_ep{self.current_epoch + 1}.pth":
+            self.save_checkpoint(os.path.join(self.output_folder, window))  # before the count, as nnU-Net saves
         super().on_epoch_end()  # (maybe) writes checkpoint_latest, then counts the epoch
         if stopping:
             raise SystemExit(f"simulated interruption before epoch {stop} (epochs 0..{stop - 1} done; "
