@@ -104,3 +104,33 @@ def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(t
         ["nnUNetTrainer", "nnUNetTrainerAmplify", "nnUNetTrainerDWD"]
     assert set(a.trainer for a in converged.arms()) < set(a.trainer for a in first.arms())
     assert converged.report_dir == Path("docs/benchmarks/study_b_small_targets/converged")
+
+
+def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_lengths(tmp_path):
+    """Two benchmark calls, each in its own workdir: study A's data, test cases and schedule, then 4x the epochs;
+    both long enough to keep a window-start model (the held-out check)."""
+    from nnunet_ext.benchmark.convergence import window_checkpoint_name
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nnunet-ext").write_text(RECORD_ARGS.replace('> "$ARGS_OUT"', '>> "$ARGS_OUT"') +
+                                        'printf "\\n" >> "$ARGS_OUT"\n')  # one line per call
+    (bin_dir / "nnunet-ext").chmod(0o755)
+    env = dict(os.environ, BIN=str(bin_dir), STUDY_SIZE="full", ARGS_OUT=str(tmp_path / "argv"))
+    proc = subprocess.run(["bash", str(STUDIES / "study_a_held_out_check.sh"), str(tmp_path / "work")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = [line.split("\0")[:-1] for line in (tmp_path / "argv").read_text().splitlines()]
+    configs = [config_from_args(build_parser().parse_args(argv), argv=argv[1:]) for argv in calls]
+    study_a = study_config(tmp_path, "study_a_es_unet.sh")
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "iterations", "val_iterations")
+    for cfg in configs:
+        cfg.validate()
+        assert {k: getattr(cfg, k) for k in shared} == {k: getattr(study_a, k) for k in shared}
+        assert [a.trainer for a in cfg.arms()] == ["nnUNetTrainer"]
+        assert window_checkpoint_name(cfg.epochs) is not None
+    assert [(c.epochs, c.folds, str(c.workdir)) for c in configs] == [
+        (80, (0, 1, 2), str(tmp_path / "work" / "ep80")), (320, (0, 1), str(tmp_path / "work" / "ep320"))]
+    assert [c.report_dir for c in configs] == [Path("docs/benchmarks/study_a_es_unet/held_out_check/ep80"),
+                                               Path("docs/benchmarks/study_a_es_unet/held_out_check/ep320")]

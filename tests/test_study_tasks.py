@@ -110,7 +110,8 @@ def test_held_out_change_pairs_cases_and_reads_its_interval():
     assert HeldOutChange(64, 0.004, float("nan"), float("nan"), 1).mark(0.005) == "n/a"
     # a mixed change: mean by hand (+0.02 - 0.01 + 0.03) / 3 = 0.04 / 3; the bootstrap's extremes are -0.01, 0.03
     mixed = held_out_change({"a": 0.82, "b": 0.69, "c": 0.53}, {"a": 0.8, "b": 0.7, "c": 0.5}, start_epoch=7)
-    assert mixed.mean == pytest.approx(0.04 / 3) and -0.01 - 1e-12 <= mixed.low < mixed.mean < mixed.high <= 0.03 + 1e-12
+    assert mixed.mean == pytest.approx(0.04 / 3)
+    assert -0.01 - 1e-12 <= mixed.low < mixed.mean < mixed.high <= 0.03 + 1e-12
     assert mixed.mark(0.005) == "undecided"
 
 
