@@ -3,6 +3,7 @@ import argparse
 import json
 import pickle
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -252,6 +253,9 @@ class _FakeTrainer:
 
     def on_epoch_end(self):
         self.current_epoch += 1
+
+    def save_checkpoint(self, filename):  # the short schedule keeps its window-start model
+        Path(filename).write_bytes(b"")
 
     def on_train_end(self):
         pass

@@ -53,11 +53,11 @@ def execute_run(spec: RunSpec) -> dict:
         finally:
             if write is not None:
                 write.close()
-    dataset_json = json.loads((ws.preprocessed / ws.dataset_name(spec.dataset_id) / "dataset.json").read_text())
 
     def scored(cases_file: Path, predicted: Path) -> list:
         if skipped and cases_file.is_file():
             return json.loads(cases_file.read_text())
+        dataset_json = json.loads((ws.preprocessed / ws.dataset_name(spec.dataset_id) / "dataset.json").read_text())
         rows = case_rows(predicted / "summary.json", dataset_json, spec.nsd_tolerance_mm)
         cases_file.write_text(json.dumps(rows, indent=1))
         return rows
