@@ -59,6 +59,8 @@ def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
         change = sum(final[c] - start[c] for c in final) / 3
         assert f"| {trainer} | 0 | 1 -> 4 | 3 | {change:+.4f} |" in text
     assert "### Held-out check" in text
+    with open(out / "cases_window_start.csv") as f:
+        assert len(list(csv.DictReader(f))) == 18  # as cases.csv, scored by the window-start models
 
     # a second invocation finds every run finished and trains or predicts nothing
     folders = prepare_workspace(cfg, log=lambda m: None)

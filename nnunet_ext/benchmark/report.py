@@ -25,12 +25,12 @@ SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd", "precision", "recall", 
 
 
 # -- data ------------------------------------------------------------------------------------------------
-def collect_cases(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> List[dict]:
-    """Every (trainer, fold, case, class) row the runs scored."""
+def collect_cases(specs: Sequence[RunSpec], folders: WorkspaceFolders, name: str = CASES_FILE) -> List[dict]:
+    """Every (trainer, fold, case, class) row the runs scored (``WINDOW_CASES_FILE``: their window-start models)."""
     ws = folders.open()
     rows = []
     for spec in specs:
-        path = spec.fold_folder(ws) / CASES_FILE
+        path = spec.fold_folder(ws) / name
         if not path.is_file():
             continue
         for r in json.loads(path.read_text()):
@@ -570,6 +570,9 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     labels = list(dict.fromkeys(s.arm.label for s in specs))
     rows = collect_cases(specs, folders)
     write_cases_csv(rows, out_dir / "cases.csv")
+    window_rows = collect_cases(specs, folders, WINDOW_CASES_FILE)
+    if window_rows:
+        write_cases_csv(window_rows, out_dir / "cases_window_start.csv")
     (out_dir / "cost.json").write_text(json.dumps(costs, indent=1))
     ws = folders.open()
     dataset = ws.dataset_name(cfg.dataset_id)
@@ -646,7 +649,10 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
         lines += ["### Example cases (lowest, median, highest vanilla Dice)", ""]
         lines += [f"![{p.stem}]({p.name})" for p in overlays] + [""]
     lines += ["## Files", "", "- `cases.csv`: every (trainer, fold, case, class) with all metrics; class `mean` is "
-              "the per-case mean over classes", "- `cost.json`: raw cost measurements (all repeats)",
+              "the per-case mean over classes",
+              *(["- `cases_window_start.csv`: the same for each run's window-start model (held-out check)"]
+                if window_rows else []),
+              "- `cost.json`: raw cost measurements (all repeats)",
               "- `learning_curves.json`: per-epoch losses and pseudo Dice from the checkpoints",
               *(["- `pipeline_cases.csv`: every (pipeline, held-out case, class) with all metrics"]
                 if cfg.pipelines else []), ""]
