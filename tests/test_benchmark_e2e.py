@@ -57,7 +57,8 @@ def test_small_benchmark_writes_every_section_and_resumes(tmp_path):
                         for name in ("benchmark_cases.json", "benchmark_cases_window_start.json"))
         assert len(final) == len(start) == 3
         change = sum(final[c] - start[c] for c in final) / 3
-        assert f"| {trainer} | 0 | 1 -> 4 | 3 | {change:+.4f} |" in text
+        assert f"| {trainer} | 0 | mean | 1 -> 4 | 3 | {change:+.4f} |" in text
+        assert f"| {trainer} | 0 | organ | 1 -> 4 |" in text and f"| {trainer} | 0 | lesion | 1 -> 4 |" in text
     assert "### Held-out check" in text
     with open(out / "cases_window_start.csv") as f:
         assert len(list(csv.DictReader(f))) == 18  # as cases.csv, scored by the window-start models

@@ -116,12 +116,17 @@ def test_held_out_change_pairs_cases_and_reads_its_interval():
 
 
 def test_held_out_section_marks_each_run():
-    changes = {("nnUNetTrainer", 0): HeldOutChange(128, 0.001, -0.002, 0.004, 50),
-               ("nnUNetTrainerDWD", 0): HeldOutChange(128, 0.02, 0.012, 0.03, 50)}
+    changes = {("nnUNetTrainer", 0, "mean"): HeldOutChange(128, 0.001, -0.002, 0.004, 50),
+               ("nnUNetTrainer", 0, "lesion"): HeldOutChange(128, 0.003, -0.001, 0.007, 40),
+               ("nnUNetTrainerDWD", 0, "mean"): HeldOutChange(128, 0.02, 0.012, 0.03, 50),
+               ("nnUNetTrainerDWD", 0, "lesion"): HeldOutChange(128, 0.03, 0.02, 0.04, 40)}
     text = "\n".join(held_out_section(changes, ConvergenceCriterion(), epochs=160))
-    assert "| nnUNetTrainer | 0 | 128 -> 160 | 50 | +0.0010 | [-0.0020, +0.0040] | flat |" in text
-    assert "| nnUNetTrainerDWD | 0 | 128 -> 160 | 50 | +0.0200 | [+0.0120, +0.0300] | **still gaining** |" in text
-    assert "Flat on the held-out cases: 1 of 2 runs." in text
+    assert "| nnUNetTrainer | 0 | mean | 128 -> 160 | 50 | +0.0010 | [-0.0020, +0.0040] | flat |" in text
+    assert "| nnUNetTrainer | 0 | lesion | 128 -> 160 | 40 | +0.0030 | [-0.0010, +0.0070] | undecided |" in text
+    assert ("| nnUNetTrainerDWD | 0 | mean | 128 -> 160 | 50 | +0.0200 | [+0.0120, +0.0300] | **still gaining** |"
+            in text)
+    assert ("Flat on the held-out cases (class `mean`): 1 of 2 runs. Still gaining in at least one class: "
+            "nnUNetTrainerDWD fold 0.") in text
     assert held_out_section({}, ConvergenceCriterion(), epochs=160) == []
 
 

@@ -39,7 +39,8 @@ def collect_cases(specs: Sequence[RunSpec], folders: WorkspaceFolders, name: str
 
 
 def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dict[tuple, HeldOutChange]:
-    """(trainer, fold) -> the held-out check of every run that kept and scored its window-start model."""
+    """(trainer, fold, class) -> the held-out check of every run that kept and scored its window-start model;
+    class ``mean`` (the per-case mean over classes) first, then each class."""
     ws = folders.open()
     out = {}
     for spec in specs:
@@ -47,9 +48,11 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
         files = [spec.fold_folder(ws) / name for name in (CASES_FILE, WINDOW_CASES_FILE)]
         if window is None or not all(f.is_file() for f in files):
             continue
-        final, start = ({r["case"]: float(r["dice"]) for r in json.loads(f.read_text()) if r["class"] == MEAN_CLASS}
-                        for f in files)
-        out[(spec.arm.label, spec.fold)] = held_out_change(final, start, int(window.stem.split("_ep")[1]))
+        final, start = (json.loads(f.read_text()) for f in files)
+        classes = [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS})
+        for cls in classes:
+            a, b = ({r["case"]: float(r["dice"]) for r in rows if r["class"] == cls} for rows in (final, start))
+            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, int(window.stem.split("_ep")[1]))
     return out
 
 
@@ -238,17 +241,21 @@ def held_out_section(changes: Dict[tuple, HeldOutChange], criterion: Convergence
     if not changes:
         return []
     tol = criterion.tolerance
-    table = [[t, str(fold), f"{c.start_epoch} -> {epochs}", str(c.n), f"{c.mean:+.4f}",
+    table = [[t, str(fold), cls, f"{c.start_epoch} -> {epochs}", str(c.n), f"{c.mean:+.4f}",
               f"[{c.low:+.4f}, {c.high:+.4f}]" if math.isfinite(c.low) else "n/a", c.mark(tol)]
-             for (t, fold), c in changes.items()]
+             for (t, fold, cls), c in changes.items()]
     out = ["### Held-out check", "",
            f"Each run also kept its model at the start of the window; both models predicted the same held-out "
-           f"test cases. Below: final minus window-start Dice (per case, mean over classes), its mean and 95% "
-           f"bootstrap interval. **flat**: the interval lies within ±{tol}; **still gaining** / **losing**: it lies "
-           f"beyond +{tol} / -{tol}; undecided: neither (more test cases narrow it).", ""]
-    out += _table(["trainer", "fold", "epochs", "cases", "Dice change", "95% CI", "held-out"], table)
-    flat = sum(c.mark(tol) == "flat" for c in changes.values())
-    return out + ["", f"Flat on the held-out cases: {flat} of {len(changes)} runs."]
+           f"test cases. Below: final minus window-start Dice per case (class `{MEAN_CLASS}`: the mean over "
+           f"classes), its mean over the cases and 95% bootstrap interval. **flat**: the interval lies within "
+           f"±{tol}; **still gaining** / **losing**: it lies beyond +{tol} / -{tol}; undecided: neither (more test "
+           f"cases narrow it).", ""]
+    out += _table(["trainer", "fold", "class", "epochs", "cases", "Dice change", "95% CI", "held-out"], table)
+    runs = {(t, fold) for t, fold, _ in changes}
+    flat = sum(c.mark(tol) == "flat" for (_, _, cls), c in changes.items() if cls == MEAN_CLASS)
+    gaining = sorted({f"{t} fold {fold}" for (t, fold, _), c in changes.items() if c.mark(tol) == "**still gaining**"})
+    return out + ["", f"Flat on the held-out cases (class `{MEAN_CLASS}`): {flat} of {len(runs)} runs. "
+                      f"Still gaining in at least one class: {', '.join(gaining) if gaining else 'none'}."]
 
 
 def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion) -> List[str]:
