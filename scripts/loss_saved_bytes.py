@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from nnunet_ext.planning.memory import checkpoint_regions
+from nnunet_ext.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 GB = 1024 ** 3
 TRAINERS = ("ESUNetDWDRSSTrainer", "UNet3PlusTrainer")
@@ -80,11 +80,6 @@ def count(trainer_class, trainer) -> dict:
             "rows": {k: {"kept": sum(r.saved.values()), "peak": r.peak_bytes()} for k, r in rows.items()}}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def measure_rss(trainer_class, trainer, checkpointed: bool) -> float:
     """Peak-RSS growth (bytes) of one forward + loss + backward, after a warm-up step at the smallest patch."""
     cm = trainer.configuration_manager
@@ -103,9 +98,10 @@ def measure_rss(trainer_class, trainer, checkpointed: bool) -> float:
     from nnunet_ext.planning.arch_plans import total_stride
     divisor = list(total_stride(cm.pool_op_kernel_sizes, len(cm.patch_size)))
     step([*divisor[:-1], 2 * divisor[-1]])  # bottleneck 1 x .. x 2: the smallest input instance norm accepts
-    baseline = _rss_bytes()
+    baseline = current_rss_bytes()
+    reset_peak_rss()
     step([int(p) for p in cm.patch_size])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return peak_rss_bytes() - baseline
 
 
 def main(argv=None) -> int:

@@ -134,3 +134,20 @@ def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_leng
         (80, (0, 1, 2), str(tmp_path / "work" / "ep80")), (320, (0, 1), str(tmp_path / "work" / "ep320"))]
     assert [c.report_dir for c in configs] == [Path("docs/benchmarks/study_a_es_unet/held_out_check/ep80"),
                                                Path("docs/benchmarks/study_a_es_unet/held_out_check/ep320")]
+
+
+def test_study_c_held_out_check_runs_study_c_s_arms_without_the_pipelines(tmp_path):
+    """Study C's data, test cases, plans, schedule and arms, long enough to keep a window-start model."""
+    from nnunet_ext.benchmark.convergence import window_checkpoint_name
+
+    check = study_config(tmp_path, "study_c_held_out_check.sh")
+    study_c = study_config(tmp_path, "study_c_two_stage.sh")
+    check.validate()
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "folds", "epochs", "iterations", "val_iterations")
+    assert {k: getattr(check, k) for k in shared} == {k: getattr(study_c, k) for k in shared}
+    assert [a.trainer for a in check.arms()] == [a.trainer for a in study_c.arms()] == \
+        ["nnUNetTrainer", "ELANResMSCAUNetTrainer"]
+    assert study_c.pipelines and not check.pipelines
+    assert window_checkpoint_name(check.epochs) == "checkpoint_ep56.pth"
+    assert check.report_dir == Path("docs/benchmarks/study_c_two_stage/held_out_check")

@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 from nnunet_ext.benchmark.convergence import (Convergence, ConvergenceCriterion, HeldOutChange, assess,
-                                               held_out_change, window_checkpoint_name, window_trend)
+                                               held_out_change, window_checkpoint_epoch,
+                                               window_checkpoint_name, window_trend)
 from nnunet_ext.benchmark.report import convergence_section, held_out_section
 from nnunet_ext.data.phantoms import generate_dataset
 from nnunet_ext.data.tasks import HECKTOR_LABELS, SMALL_TARGET_LABELS, TASKS, get_task
@@ -96,6 +97,10 @@ def test_window_checkpoint_is_the_model_before_the_criterions_window():
     assert [window_checkpoint_name(e) for e in (160, 80, 10, 4)] == [
         "checkpoint_ep128.pth", "checkpoint_ep64.pth", "checkpoint_ep7.pth", "checkpoint_ep1.pth"]
     assert window_checkpoint_name(3) is None and window_checkpoint_name(1) is None  # the window is the whole run
+    # the name parses back to its epoch; nnU-Net's own checkpoints are not window checkpoints
+    assert window_checkpoint_epoch(window_checkpoint_name(160)) == 128
+    assert [window_checkpoint_epoch(n) for n in ("checkpoint_final.pth", "checkpoint_best.pth",
+                                                 "checkpoint_ep12.pth.bak", "checkpoint_epx.pth")] == [None] * 4
 
 
 def test_held_out_change_pairs_cases_and_reads_its_interval():

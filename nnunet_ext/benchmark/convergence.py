@@ -81,6 +81,12 @@ def window_checkpoint_name(num_epochs: int, criterion: ConvergenceCriterion = Co
 WINDOW_CHECKPOINT = re.compile(r"^checkpoint_ep(\d+)\.pth$")
 
 
+def window_checkpoint_epoch(name: str) -> Optional[int]:
+    """k of a ``checkpoint_ep<k>.pth`` file name (the window's start); None for any other name."""
+    match = WINDOW_CHECKPOINT.match(name)
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class HeldOutChange:
     """Final model minus the model at the window's start, Dice per held-out case (``mean``: their mean)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
+from nnunet_ext.process_memory import MIB, current_rss_bytes, peak_rss_bytes, reset_peak_rss
 from nnunet_ext.trainer_lookup import load_trainer_context
 
 
@@ -69,10 +69,6 @@ class CostResult:
     train_step_error: Optional[str] = None      # why the step could not be timed (the report then uses the runs')
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-
 def _build(ctx, deep_supervision: bool):
     trainer_class, plans_manager, configuration_manager, n_in, n_out = ctx
     return trainer_class.build_network_architecture(plans_manager, configuration_manager, n_in, n_out,
@@ -103,7 +99,8 @@ def measure_cost(request: CostRequest) -> CostResult:
     configuration_manager, n_in = ctx[2], ctx[3]
     patch = [int(s) for s in configuration_manager.patch_size]
     batch = int(configuration_manager.batch_size)
-    baseline = _rss_mb()
+    baseline = current_rss_bytes() / MIB
+    reset_peak_rss()
     flops, flops_device = _flops(ctx, (1, n_in, *patch))
 
     net = _build(ctx, False).to(device).eval()
@@ -132,7 +129,7 @@ def measure_cost(request: CostRequest) -> CostResult:
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device) / 2 ** 20, "CUDA max allocated"
     else:
-        memory, kind = _rss_mb() - baseline, "peak RSS above baseline"
+        memory, kind = peak_rss_bytes() / MIB - baseline, "peak RSS above baseline"
     del net, out, outputs
 
     seconds = _predict_seconds(request, device) if request.model_folder and request.case_images else []

@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.benchmark.convergence import Convergence, ConvergenceCriterion, HeldOutChange, assess, held_out_change
+from nnunet_ext.benchmark.convergence import (Convergence, ConvergenceCriterion, HeldOutChange, assess,
+                                              held_out_change, window_checkpoint_epoch)
 from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
 from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, WINDOW_CASES_FILE, BenchmarkConfig, RunSpec,
                                        WorkspaceFolders, training_timing)
@@ -52,7 +53,7 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
         classes = [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS})
         for cls in classes:
             a, b = ({r["case"]: float(r["dice"]) for r in rows if r["class"] == cls} for rows in (final, start))
-            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, int(window.stem.split("_ep")[1]))
+            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, window_checkpoint_epoch(window.name))
     return out
 
 

@@ -186,12 +186,12 @@ class RunSpec:
 
     def window_checkpoint(self, ws: NnUNetWorkspace) -> Optional[Path]:
         """The model kept at the start of the convergence window (test cases only: the held-out check)."""
-        from nnunet_ext.benchmark.convergence import WINDOW_CHECKPOINT
+        from nnunet_ext.benchmark.convergence import window_checkpoint_epoch
 
         if self.eval_set != "test":
             return None
-        found = {int(m.group(1)): p for p in self.fold_folder(ws).glob("checkpoint_ep*.pth")
-                 if (m := WINDOW_CHECKPOINT.match(p.name))}
+        found = {window_checkpoint_epoch(p.name): p for p in self.fold_folder(ws).glob("checkpoint_ep*.pth")}
+        found.pop(None, None)
         return found[max(found)] if found else None
 
     def window_predictions_folder(self, ws: NnUNetWorkspace) -> Path:

@@ -14,7 +14,6 @@ Final label map (source dataset's label values):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -28,6 +27,7 @@ import SimpleITK as sitk
 
 from nnunet_ext.cascade.prepare import CascadeSettings, case_identifiers, region_box, write_stage2_case
 from nnunet_ext.cascade.roi import Box, box_of_crop, expand_box, margin_in_voxels, paste_array
+from nnunet_ext.process_memory import MIB, peak_rss_bytes, run_with_peak_rss
 from nnunet_ext.workspace import NnUNetFolders
 
 
@@ -73,21 +73,17 @@ class CascadeResult:
 
 
 def measured_run(env: dict, args: Sequence[str]) -> Tuple[str, float, float]:
-    """Run a command; return (output, wall seconds, peak RSS in MiB of it and its waited-for children, from wait4)."""
+    """Run a command; return (output, wall seconds, peak RSS in MiB of it and its waited-for children)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([str(a) for a in args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    output = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for the reaped child again
+    proc, peak_mib = run_with_peak_rss(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    text = output.decode(errors="replace")
+    text = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
         from nnunet_ext.workspace import CommandFailed
 
         raise CommandFailed(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{text[-6000:]}")
-    return text, seconds, usage.ru_maxrss / 1024.0  # Linux reports kB
+    return text, seconds, peak_mib
 
 
 def predict_args(workspace, model: NnUNetModel, input_dir, output_dir) -> List[str]:
@@ -107,9 +103,7 @@ def run_nnunet_predict(workspace, model: NnUNetModel, input_dir, output_dir, cos
 
 
 def _self_peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_bytes() / MIB
 
 
 def stage2_settings(workspace, stage2: NnUNetModel) -> Tuple[CascadeSettings, dict]:

@@ -35,7 +35,6 @@ import contextlib
 import copy
 import importlib
 import json
-import resource
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -47,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nnunet_ext.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 GB = 1024 ** 3
 # nnU-Net trains with SGD + Nesterov momentum: one state tensor per parameter (Adam keeps two)
@@ -317,11 +318,6 @@ def _training_step(network: nn.Module, x: torch.Tensor) -> None:
     optimizer.step()
 
 
-def _current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def _measure_child(spec: dict) -> dict:
     """Run in a fresh process: peak-RSS growth of one forward + backward + SGD step.
 
@@ -333,10 +329,11 @@ def _measure_child(spec: dict) -> dict:
     _training_step(warm, torch.randn((2, spec["input_channels"], *probe_shapes(divisor)[0])))
     del warm
     x = torch.randn((spec["batch_size"], spec["input_channels"], *spec["patch_size"]))
-    baseline = _current_rss_bytes()
+    baseline = current_rss_bytes()
+    reset_peak_rss()
     network, _ = _plain_unet(spec["input_channels"], spec["num_classes"], dim, spec["n_stages"])
     _training_step(network, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports ru_maxrss in KiB
+    peak = peak_rss_bytes()  # this process's own peak (not ru_maxrss, which can carry the parent's)
     return {"measured_bytes": peak - baseline}
 
 
