@@ -130,9 +130,54 @@ def test_held_out_section_marks_each_run():
     assert "| nnUNetTrainer | 0 | lesion | 128 -> 160 | 40 | +0.0030 | [-0.0010, +0.0070] | undecided |" in text
     assert ("| nnUNetTrainerDWD | 0 | mean | 128 -> 160 | 50 | +0.0200 | [+0.0120, +0.0300] | **still gaining** |"
             in text)
-    assert ("Flat on the held-out cases (class `mean`): 1 of 2 runs. Still gaining in at least one class: "
-            "nnUNetTrainerDWD fold 0.") in text
+    assert ("Flat on the held-out cases (class `mean`, no class never predicted): 1 of 2 runs. Still gaining in at "
+            "least one class: nnUNetTrainerDWD fold 0.") in text
+    assert "Never predicted" not in text
     assert held_out_section({}, ConvergenceCriterion(), epochs=160) == []
+
+
+def test_a_class_never_predicted_is_not_flat_but_dead():
+    # study C's vanilla fold 1: the organ learned, the lesion Dice 0 -> 0 on every case; the mean "flat"
+    changes = {("nnUNetTrainer", 1, "mean"): HeldOutChange(56, 0.002, -0.0001, 0.004, 50),
+               ("nnUNetTrainer", 1, "lesion"): HeldOutChange(56, 0.0, 0.0, 0.0, 50, never_predicted=True),
+               ("ELANRes", 1, "mean"): HeldOutChange(56, 0.001, -0.002, 0.003, 50)}
+    assert changes[("nnUNetTrainer", 1, "lesion")].mark(0.005) == "**never predicted**"
+    text = "\n".join(held_out_section(changes, ConvergenceCriterion(), epochs=70))
+    assert "| nnUNetTrainer | 1 | lesion | 56 -> 70 | 50 | +0.0000 | [+0.0000, +0.0000] | **never predicted** |" in text
+    assert "(class `mean`, no class never predicted): 1 of 2 runs." in text   # ELANRes only
+    assert "**Never predicted** by the window-start model nor the final one, on any test case: " \
+        "nnUNetTrainer fold 1 (lesion)." in text
+    assert held_out_change({"a": 0.0}, {"a": 0.0}, 56, never_predicted=True).mark(0.005) == "**never predicted**"
+
+
+def _row(trainer, fold, case, cls, precision, recall):
+    return {"trainer": trainer, "fold": fold, "case": case, "class": cls, "precision": precision, "recall": recall}
+
+
+def test_never_predicted_needs_no_prediction_anywhere_and_the_class_somewhere():
+    from nnunet_ext.benchmark.case_scores import never_predicted
+    from nnunet_ext.benchmark.report import never_predicted_classes
+
+    nan = float("nan")
+    assert never_predicted([_row("v", 0, "a", "lesion", nan, 0.0), _row("v", 0, "b", "lesion", nan, nan)])
+    # one case with a predicted voxel (precision 0: all false positives) is a live channel, even at Dice 0
+    assert not never_predicted([_row("v", 0, "a", "lesion", nan, 0.0), _row("v", 0, "b", "lesion", 0.0, 0.0)])
+    assert not never_predicted([_row("v", 0, "a", "lesion", nan, nan)])   # absent everywhere: nothing to find
+    assert not never_predicted([])
+    assert never_predicted([{"precision": "nan", "recall": "0.0"}])        # rows read back from cases.csv
+    rows = [_row("v", 1, "a", "organ", 0.9, 0.8), _row("v", 1, "a", "lesion", nan, 0.0),
+            _row("v", 1, "a", "mean", 0.9, 0.4), _row("v", 0, "a", "lesion", 0.5, 0.5),
+            _row("e", 1, "a", "lesion", nan, 0.0), _row("e", 1, "b", "lesion", 0.7, 0.6)]
+    assert never_predicted_classes(rows) == {("v", 1): ["lesion"]}
+
+
+def test_convergence_section_names_classes_never_predicted():
+    flat = Convergence(True, 0.001, 14, 0.456, raw_change=0.001, raw_change_se=0.001)
+    runs = {"nnUNetTrainer": [(1, flat), (2, flat)]}
+    text = "\n".join(convergence_section(runs, ConvergenceCriterion(), {("nnUNetTrainer", 1): ["lesion"]}))
+    assert "Every run meets the criterion." in text
+    assert "**Classes never predicted** (1 run:" in text and "): nnUNetTrainer fold 1 (lesion). That output" in text
+    assert "never predicted" not in "\n".join(convergence_section(runs, ConvergenceCriterion(), {}))
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import numpy as np
 
@@ -61,6 +61,15 @@ def case_rows(summary_file: Path, dataset_json: dict, nsd_tolerance_mm: float = 
         rows.append({"case": case, "class": MEAN_CLASS,
                      **{m: _nanmean([per_class[c][m] for c in per_class]) for m in CASE_METRICS}})
     return rows
+
+
+def never_predicted(rows: Iterable[Dict]) -> bool:
+    """One model's rows of one class: it predicted none of the class's voxels on any case, though some case
+    contains the class (precision is NaN exactly when nothing was predicted, recall when nothing was there).
+    A learning curve that is flat there shows a dead output channel, not an optimum."""
+    rows = list(rows)
+    return (bool(rows) and all(math.isnan(float(r["precision"])) for r in rows)
+            and any(math.isfinite(float(r["recall"])) for r in rows))
 
 
 def _float(v) -> float:

@@ -95,8 +95,11 @@ class HeldOutChange:
     low: float                   # 95% bootstrap interval of the mean change
     high: float
     n: int                       # cases scored by both models
+    never_predicted: bool = False  # neither model predicted the class on any case (case_scores.never_predicted)
 
     def mark(self, tolerance: float) -> str:
+        if self.never_predicted:
+            return "**never predicted**"
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return "n/a"
         if -tolerance < self.low and self.high < tolerance:
@@ -108,13 +111,15 @@ class HeldOutChange:
         return "undecided"
 
 
-def held_out_change(final: Dict[object, float], start: Dict[object, float], start_epoch: int) -> HeldOutChange:
-    """Paired over the cases both models scored (non-finite scores dropped)."""
+def held_out_change(final: Dict[object, float], start: Dict[object, float], start_epoch: int,
+                    never_predicted: bool = False) -> HeldOutChange:
+    """Paired over the cases both models scored (non-finite scores dropped). ``never_predicted``: neither model
+    predicted the class anywhere, so a zero change is a dead channel, not a plateau."""
     from nnunet_ext.benchmark.stats import bootstrap_ci
 
     keys = [k for k in final if k in start and math.isfinite(final[k]) and math.isfinite(start[k])]
     ci = bootstrap_ci([final[k] - start[k] for k in keys])
-    return HeldOutChange(start_epoch, ci.mean, ci.low, ci.high, ci.n)
+    return HeldOutChange(start_epoch, ci.mean, ci.low, ci.high, ci.n, never_predicted)
 
 
 def window_trend(values: Sequence[float], window_epochs: int) -> Tuple[float, float]:

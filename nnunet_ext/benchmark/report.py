@@ -17,7 +17,8 @@ import numpy as np
 
 from nnunet_ext.benchmark.convergence import (Convergence, ConvergenceCriterion, HeldOutChange, assess,
                                               held_out_change, window_checkpoint_epoch)
-from nnunet_ext.benchmark.case_scores import CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, read_seg, reader_writer
+from nnunet_ext.benchmark.case_scores import (CASE_METRICS, HIGHER_IS_BETTER, MEAN_CLASS, never_predicted, read_seg,
+                                              reader_writer)
 from nnunet_ext.benchmark.spec import (CASES_FILE, VANILLA, WINDOW_CASES_FILE, BenchmarkConfig, RunSpec,
                                        WorkspaceFolders, training_timing)
 from nnunet_ext.benchmark.stats import ALPHA, PairedComparison, bootstrap_ci, holm_adjust, paired_wilcoxon
@@ -53,7 +54,22 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
         classes = [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS})
         for cls in classes:
             a, b = ({r["case"]: float(r["dice"]) for r in rows if r["class"] == cls} for rows in (final, start))
-            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, window_checkpoint_epoch(window.name))
+            dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls)
+                                             for rows in (final, start))
+            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, window_checkpoint_epoch(window.name), dead)
+    return out
+
+
+def never_predicted_classes(rows: List[dict]) -> Dict[tuple, List[str]]:
+    """(trainer, fold) -> the classes its final model predicted on no test case (a dead output channel)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        if r["class"] != MEAN_CLASS:
+            groups.setdefault((r["trainer"], r["fold"], r["class"]), []).append(r)
+    out: Dict[tuple, List[str]] = {}
+    for (t, fold, cls), group in groups.items():
+        if never_predicted(group):
+            out.setdefault((t, fold), []).append(cls)
     return out
 
 
@@ -250,18 +266,28 @@ def held_out_section(changes: Dict[tuple, HeldOutChange], criterion: Convergence
            f"test cases. Below: final minus window-start Dice per case (class `{MEAN_CLASS}`: the mean over "
            f"classes), its mean over the cases and 95% bootstrap interval. **flat**: the interval lies within "
            f"±{tol}; **still gaining** / **losing**: it lies beyond +{tol} / -{tol}; undecided: neither (more test "
-           f"cases narrow it).", ""]
+           f"cases narrow it); **never predicted**: neither model predicts the class on any case.", ""]
     out += _table(["trainer", "fold", "class", "epochs", "cases", "Dice change", "95% CI", "held-out"], table)
     runs = {(t, fold) for t, fold, _ in changes}
-    flat = sum(c.mark(tol) == "flat" for (_, _, cls), c in changes.items() if cls == MEAN_CLASS)
+    dead = {(t, fold) for (t, fold, _), c in changes.items() if c.never_predicted}
+    flat = sum(c.mark(tol) == "flat" for (t, fold, cls), c in changes.items()
+               if cls == MEAN_CLASS and (t, fold) not in dead)
     gaining = sorted({f"{t} fold {fold}" for (t, fold, _), c in changes.items() if c.mark(tol) == "**still gaining**"})
-    return out + ["", f"Flat on the held-out cases (class `{MEAN_CLASS}`): {flat} of {len(runs)} runs. "
-                      f"Still gaining in at least one class: {', '.join(gaining) if gaining else 'none'}."]
+    dead_named = sorted(f"{t} fold {fold} ({cls})" for (t, fold, cls), c in changes.items() if c.never_predicted)
+    out += ["", f"Flat on the held-out cases (class `{MEAN_CLASS}`, no class never predicted): {flat} of "
+                f"{len(runs)} runs. Still gaining in at least one class: {', '.join(gaining) if gaining else 'none'}."]
+    if dead_named:
+        out += ["", f"**Never predicted** by the window-start model nor the final one, on any test case: "
+                    f"{', '.join(dead_named)}. A zero change there is a dead output channel, not a plateau."]
+    return out
 
 
-def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion) -> List[str]:
+def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCriterion,
+                        dead: Optional[Dict[tuple, List[str]]] = None) -> List[str]:
     """Every run's convergence mark; a run that did not converge is a finding, not something to hide. Beside it,
-    the raw pseudo-Dice's trend and standard error say whether the validation could resolve the tolerance."""
+    the raw pseudo-Dice's trend and standard error say whether the validation could resolve the tolerance.
+    ``dead``: (trainer, fold) -> classes the final model never predicts; their curve is flat at zero, which the
+    criterion cannot tell from an optimum, so they are named."""
     table = []
     for t, items in runs.items():
         for fold, c in items:
@@ -289,6 +315,12 @@ def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCrit
         out += ["", f"**Still rising** ({len(rising)} of {sum(len(i) for i in runs.values())} runs: the raw "
                     f"pseudo-Dice's change over the window minus twice its standard error exceeds "
                     f"{criterion.tolerance}, so a longer schedule would very likely still gain): {', '.join(rising)}."]
+    if dead:
+        named = [f"{t} fold {fold} ({', '.join(classes)})" for (t, fold), classes in dead.items()]
+        out += ["", f"**Classes never predicted** ({len(named)} run{'s' * (len(named) != 1)}: the final model predicts none of the class's "
+                    "voxels on any test case, though the cases contain it): " + ", ".join(named) + ". That output "
+                    "channel never started learning; a flat curve there is a dead channel, not an optimum, whatever "
+                    "the criterion says."]
     return out
 
 
@@ -623,7 +655,7 @@ def write_report(cfg: BenchmarkConfig, specs: Sequence[RunSpec], folders: Worksp
     if rows:
         lines += verdict_section(rows, labels, {t: [c for _, c in items] for t, items in runs.items()}, dice) + [""]
     if runs:
-        lines += convergence_section(runs, criterion) + [""]
+        lines += convergence_section(runs, criterion, never_predicted_classes(rows)) + [""]
         lines += held_out_section(held_out_changes(specs, folders), criterion, cfg.epochs) + [""]
     if rows:
         lines += accuracy_section(rows, scored, classes, dice) + [""]
