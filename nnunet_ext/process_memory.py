@@ -37,6 +37,19 @@ def reset_peak_rss() -> bool:
         return False
 
 
+class RssGrowth:
+    """This process's peak RSS above its RSS at the start: what the code run since allocated, without what was
+    already resident or an earlier peak (``exact`` False where the kernel could not reset the peak mark, so an
+    earlier, larger peak may show)."""
+
+    def __init__(self):
+        self.baseline = current_rss_bytes()
+        self.exact = reset_peak_rss()
+
+    def peak_bytes(self) -> int:
+        return peak_rss_bytes() - self.baseline
+
+
 def run_with_peak_rss(args: Sequence[str], **popen_kwargs) -> Tuple[subprocess.CompletedProcess, float]:
     """Run ``args`` through this module's launcher; return (the completed process, the command's peak RSS in MiB).
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nnunet_ext.planning.memory import checkpoint_regions
-from nnunet_ext.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from nnunet_ext.process_memory import RssGrowth
 
 GB = 1024 ** 3
 TRAINERS = ("ESUNetDWDRSSTrainer", "UNet3PlusTrainer")
@@ -98,10 +98,9 @@ def measure_rss(trainer_class, trainer, checkpointed: bool) -> float:
     from nnunet_ext.planning.arch_plans import total_stride
     divisor = list(total_stride(cm.pool_op_kernel_sizes, len(cm.patch_size)))
     step([*divisor[:-1], 2 * divisor[-1]])  # bottleneck 1 x .. x 2: the smallest input instance norm accepts
-    baseline = current_rss_bytes()
-    reset_peak_rss()
+    growth = RssGrowth()
     step([int(p) for p in cm.patch_size])
-    return peak_rss_bytes() - baseline
+    return growth.peak_bytes()
 
 
 def main(argv=None) -> int:

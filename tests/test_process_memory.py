@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nnunet_ext.planning.memory import validate
-from nnunet_ext.process_memory import MIB, current_rss_bytes, peak_rss_bytes, reset_peak_rss, run_with_peak_rss
+from nnunet_ext.process_memory import (MIB, RssGrowth, current_rss_bytes, peak_rss_bytes, reset_peak_rss,
+                                       run_with_peak_rss)
 
 # a command that holds 200 MiB of touched bytes in a bare interpreter (a few MiB of its own)
 ALLOCATE_200_MIB = [sys.executable, "-S", "-c", "data = b'x' * (200 * 2 ** 20); print(len(data) // 2 ** 20)"]
@@ -48,6 +49,18 @@ def test_reset_starts_the_own_peak_at_the_current_rss(large_parent_peak):
     block = np.ones(2 ** 25)  # 256 MiB, touched
     assert peak_rss_bytes() >= before + 256 * MIB - 4 * MIB  # page granularity and allocator slack
     del block
+
+
+def test_rss_growth_counts_what_was_allocated_since_not_before(large_parent_peak):
+    held = np.ones(2 ** 24)  # 128 MiB resident before the start: not growth
+    growth = RssGrowth()
+    if not growth.exact:
+        pytest.skip("this kernel does not allow resetting the peak RSS (/proc/self/clear_refs)")
+    assert growth.peak_bytes() < 16 * MIB  # neither the 128 MiB held nor the freed 1.5 GiB
+    block = np.ones(2 ** 25)  # 256 MiB, touched, then freed: the peak stays
+    del block
+    assert 256 * MIB - 4 * MIB <= growth.peak_bytes() < 256 * MIB + 32 * MIB
+    del held
 
 
 def test_memory_check_measures_the_same_from_a_large_parent(large_parent_peak):

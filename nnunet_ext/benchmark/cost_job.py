@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
-from nnunet_ext.process_memory import MIB, current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from nnunet_ext.process_memory import MIB, RssGrowth
 from nnunet_ext.trainer_lookup import load_trainer_context
 
 
@@ -99,8 +99,7 @@ def measure_cost(request: CostRequest) -> CostResult:
     configuration_manager, n_in = ctx[2], ctx[3]
     patch = [int(s) for s in configuration_manager.patch_size]
     batch = int(configuration_manager.batch_size)
-    baseline = current_rss_bytes() / MIB
-    reset_peak_rss()
+    growth = RssGrowth()
     flops, flops_device = _flops(ctx, (1, n_in, *patch))
 
     net = _build(ctx, False).to(device).eval()
@@ -129,7 +128,7 @@ def measure_cost(request: CostRequest) -> CostResult:
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device) / 2 ** 20, "CUDA max allocated"
     else:
-        memory, kind = peak_rss_bytes() / MIB - baseline, "peak RSS above baseline"
+        memory, kind = growth.peak_bytes() / MIB, "peak RSS above baseline"
     del net, out, outputs
 
     seconds = _predict_seconds(request, device) if request.model_folder and request.case_images else []
@@ -138,7 +137,7 @@ def measure_cost(request: CostRequest) -> CostResult:
         trainer=request.trainer, plans=request.plans, device=str(device), threads=int(request.threads),
         patch_size=patch, batch_size=batch, parameters=int(params), flops_per_patch=int(flops),
         flops_device=flops_device, inference_ms_per_patch=float(statistics.median(times)), inference_ms_all=times,
-        train_step_peak_memory_mb=float(memory), memory_kind=kind, baseline_rss_mb=float(baseline),
+        train_step_peak_memory_mb=float(memory), memory_kind=kind, baseline_rss_mb=growth.baseline / MIB,
         predict_seconds_per_case=float(statistics.median(seconds)) if seconds else None,
         predict_seconds_all=seconds, train_step_seconds=float(statistics.median(steps)) if steps else None,
         train_step_seconds_all=steps, train_step_error=step_error)

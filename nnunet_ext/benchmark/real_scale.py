@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
-from nnunet_ext.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from nnunet_ext.process_memory import RssGrowth
 from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
 GB = 1024 ** 3
@@ -166,14 +166,13 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    baseline = current_rss_bytes()
-    reset_peak_rss()
+    growth = RssGrowth()
     warmup = 1 if steps > 1 else 0
     times, cpu_times, loss = timed_train_steps(trainer, batch_dict, max(1, steps) - warmup, device, warmup)
     if device.type == "cuda":
         memory, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated"
     else:
-        memory, kind = peak_rss_bytes() - baseline, "CPU peak RSS above post-initialize"
+        memory, kind = growth.peak_bytes(), "CPU peak RSS above post-initialize"
 
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()

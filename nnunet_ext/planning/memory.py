@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_ext.process_memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from nnunet_ext.process_memory import RssGrowth
 
 GB = 1024 ** 3
 # nnU-Net trains with SGD + Nesterov momentum: one state tensor per parameter (Adam keeps two)
@@ -329,12 +329,10 @@ def _measure_child(spec: dict) -> dict:
     _training_step(warm, torch.randn((2, spec["input_channels"], *probe_shapes(divisor)[0])))
     del warm
     x = torch.randn((spec["batch_size"], spec["input_channels"], *spec["patch_size"]))
-    baseline = current_rss_bytes()
-    reset_peak_rss()
+    growth = RssGrowth()  # this process's own peak (not ru_maxrss, which can carry the parent's)
     network, _ = _plain_unet(spec["input_channels"], spec["num_classes"], dim, spec["n_stages"])
     _training_step(network, x)
-    peak = peak_rss_bytes()  # this process's own peak (not ru_maxrss, which can carry the parent's)
-    return {"measured_bytes": peak - baseline}
+    return {"measured_bytes": growth.peak_bytes()}
 
 
 def validate(patch_size: Sequence[int], batch_size: int, n_stages: int, input_channels: int = 1,
