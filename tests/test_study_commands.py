@@ -106,6 +106,24 @@ def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(t
     assert converged.report_dir == Path("docs/benchmarks/study_b_small_targets/converged")
 
 
+def test_study_b_held_out_check_is_the_converged_rerun_plus_test_cases(tmp_path):
+    """The converged re-run's data, folds, schedule and arms, evaluated on 50 added test cases instead of the
+    validation cases; long enough to keep a window-start model."""
+    from nnunet_ext.benchmark.convergence import window_checkpoint_name
+
+    check = study_config(tmp_path, "study_b_held_out_check.sh")
+    converged = study_config(tmp_path, "study_b_converged.sh")
+    check.validate()
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "seed", "shape", "spacing", "folds",
+              "epochs", "iterations", "val_iterations")
+    assert {k: getattr(check, k) for k in shared} == {k: getattr(converged, k) for k in shared}
+    assert [a.trainer for a in check.arms()] == [a.trainer for a in converged.arms()]
+    # eval set "auto": the test cases where the generated dataset has them (labelsTs), else the validation cases
+    assert (converged.num_test_cases, check.num_test_cases, check.eval_set) == (0, 50, "auto")
+    assert window_checkpoint_name(check.epochs) == "checkpoint_ep128.pth"
+    assert check.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check")
+
+
 def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_lengths(tmp_path):
     """Two benchmark calls, each in its own workdir: study A's data, test cases and schedule, then 4x the epochs;
     both long enough to keep a window-start model (the held-out check)."""
