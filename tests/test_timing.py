@@ -66,3 +66,15 @@ def test_without_a_budget_every_timed_step_runs(clock):
     trainer = FakeTrainer(clock, [600.0] * 4)
     times, _, _ = timed_train_steps(trainer, {}, timed=3, device=CPU, warmup=1)
     assert times == [600.0] * 3
+
+
+def test_timed_forwards_in_milliseconds_after_the_warmup(clock):
+    calls = []
+
+    def net(x):  # each call lasts 0.25 s more than the one before: 0.25, 0.5, 0.75, 1.0 s
+        calls.append(x)
+        clock.wall += 0.25 * len(calls)
+
+    times = timing.timed_forwards(net, "x", CPU, repeats=3, warmup=1)
+    assert calls == ["x"] * 4 and times == [500.0, 750.0, 1000.0]
+    assert timing.timed_forwards(net, "x", CPU, repeats=1, warmup=0) == [1250.0]

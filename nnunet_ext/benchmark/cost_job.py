@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
+from nnunet_ext.benchmark.timing import sync_device, timed_forwards, timed_train_steps
 from nnunet_ext.process_memory import MIB, RssGrowth
 from nnunet_ext.trainer_lookup import load_trainer_context
 
@@ -105,15 +105,8 @@ def measure_cost(request: CostRequest) -> CostResult:
     net = _build(ctx, False).to(device).eval()
     params = count_parameters(net)
     x = torch.randn(1, n_in, *patch, device=device)
-    times = []
     with torch.no_grad():
-        net(x)  # warm-up: first call pays for allocation and kernel selection
-        for _ in range(max(1, request.repeats)):
-            sync_device(device)
-            start = time.perf_counter()
-            net(x)
-            sync_device(device)
-            times.append(1000 * (time.perf_counter() - start))
+        times = timed_forwards(net, x, device, max(1, request.repeats))
     del net, x
 
     # one training step's memory at the plans' batch size (what nnU-Net Revisited matches baselines on)

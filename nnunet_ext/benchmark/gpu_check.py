@@ -115,32 +115,12 @@ def table9_networks(input_size: int, input_channels: int = 2, num_classes: int =
     ]
 
 
-def _timed_forwards(net, x, device, warmup: int, repeats: int) -> List[float]:
-    import torch
-
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            net(x)
-            end.record()
-            torch.cuda.synchronize(device)
-            ms = start.elapsed_time(end)
-        else:
-            t0 = time.perf_counter()
-            net(x)
-            ms = 1000 * (time.perf_counter() - t0)
-        if i >= warmup:
-            times.append(ms)
-    return times
-
-
 def measure_table9_row(key: str, label: str, build: Callable, size: int, config: CheckConfig,
                        input_channels: int = 2) -> dict:
     """One network: params and FLOPs (meta device), then ms per forward and peak memory on the device."""
     import torch
 
+    from nnunet_ext.benchmark.timing import timed_forwards
     from nnunet_ext.network_cost import count_parameters, measure
 
     shape = (1, input_channels, size, size, size)
@@ -155,7 +135,7 @@ def measure_table9_row(key: str, label: str, build: Callable, size: int, config:
         torch.cuda.reset_peak_memory_stats(device)
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else torch.autocast("cpu", enabled=False)
     with torch.no_grad(), autocast:
-        times = _timed_forwards(net, x, device, config.warmup, config.repeats)
+        times = timed_forwards(net, x, device, config.repeats, config.warmup)
     infer_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else None
     train_gb, train_error = None, None
     if cuda:  # one training step's peak (forward + backward, fp16 autocast, batch 1)

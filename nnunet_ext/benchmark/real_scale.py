@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from nnunet_ext.benchmark.timing import sync_device, timed_train_steps
+from nnunet_ext.benchmark.timing import timed_forwards, timed_train_steps
 from nnunet_ext.process_memory import RssGrowth
 from nnunet_ext.trainer_lookup import initialized_trainer, random_training_batch
 
@@ -177,13 +177,7 @@ def measure_trainer(preprocessed: str, plans_name: str, configuration: str, trai
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
     with torch.no_grad():
-        x = torch.randn(1, n_in, *patch, device=device)
-        trainer.network(x)
-        sync_device(device)
-        start = time.perf_counter()
-        trainer.network(x)
-        sync_device(device)
-        forward_ms = 1000 * (time.perf_counter() - start)
+        forward_ms = timed_forwards(trainer.network, torch.randn(1, n_in, *patch, device=device), device, 1)[0]
     return StepCost(trainer=trainer_name, patch_size=patch, batch_size=batch, parameters=count_parameters(plain),
                     gflops_per_patch=(flops or 0) / 1e9, train_memory_gb=memory / GB, memory_kind=kind,
                     estimate_gb=estimate_gb, train_step_s=statistics.median(times), train_step_all_s=times,

@@ -1,11 +1,12 @@
-"""Timing a trainer's own training step, shared by the cost job (studies' cost tables) and real_scale.
+"""Timing a trainer's own training step and a network's forward pass, shared by the cost job (studies' cost
+tables), real_scale and the GPU check.
 
 On a GPU the clock only means something after a device synchronise. On a CPU at real plans one step can take
 ten minutes, so the timed steps also stop at a time budget (never before the first timed one)."""
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import List, Optional
 
 
 def sync_device(device) -> None:
@@ -33,3 +34,17 @@ def timed_train_steps(trainer, batch: dict, timed: int, device, warmup: int = 1,
             if budget_s is not None and sum(times) >= budget_s:
                 break
     return times, cpu_times, loss
+
+
+def timed_forwards(net, x, device, repeats: int, warmup: int = 1) -> List[float]:
+    """Milliseconds of ``repeats`` calls ``net(x)`` after ``warmup`` untimed ones (the first call pays for
+    allocation and kernel choice). The caller sets the mode: ``eval()``, ``no_grad``, autocast."""
+    times = []
+    for call in range(warmup + repeats):
+        sync_device(device)
+        start = time.perf_counter()
+        net(x)
+        sync_device(device)
+        if call >= warmup:
+            times.append(1000 * (time.perf_counter() - start))
+    return times
