@@ -61,7 +61,7 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
 
 
 def never_predicted_classes(rows: List[dict]) -> Dict[tuple, List[str]]:
-    """(trainer, fold) -> the classes its final model predicted on no test case (a dead output channel)."""
+    """(trainer, fold) -> the classes its final model predicted on no evaluated case (a dead output channel)."""
     groups: Dict[tuple, List[dict]] = {}
     for r in rows:
         if r["class"] != MEAN_CLASS:
@@ -317,10 +317,11 @@ def convergence_section(runs: Dict[str, List[tuple]], criterion: ConvergenceCrit
                     f"{criterion.tolerance}, so a longer schedule would very likely still gain): {', '.join(rising)}."]
     if dead:
         named = [f"{t} fold {fold} ({', '.join(classes)})" for (t, fold), classes in dead.items()]
-        out += ["", f"**Classes never predicted** ({len(named)} run{'s' * (len(named) != 1)}: the final model predicts none of the class's "
-                    "voxels on any test case, though the cases contain it): " + ", ".join(named) + ". That output "
-                    "channel never started learning; a flat curve there is a dead channel, not an optimum, whatever "
-                    "the criterion says."]
+        runs_word = "run" if len(named) == 1 else "runs"
+        out += ["", f"**Classes never predicted** ({len(named)} {runs_word}: the final model predicts none of the "
+                    "class's voxels on any evaluated case, though the cases contain it): " + ", ".join(named) + ". "
+                    "That output channel is dead at the end of training; a flat curve there is a dead channel, not "
+                    "an optimum, whatever the criterion says."]
     return out
 
 

@@ -13,4 +13,5 @@ cd "$(dirname "$0")/../.."
 source scripts/studies/common.sh
 study_args study_c_two_stage/held_out_check "${1:-}" \
     --cases 60 --test-cases 50 -f 0 1 2 --epochs 70 --iterations 10 --val-iterations 3 --cost-repeats 1 --cost-cases 1
-run_study -d 803 --task organ_lesion --shape 16 32 32 --spacing 8 3 3 -c 3d_fullres -tr ELANResMSCAUNetTrainer nnUNetTrainerBatchDice
+run_study -d 803 --task organ_lesion --shape 16 32 32 --spacing 8 3 3 -c 3d_fullres \
+    -tr ELANResMSCAUNetTrainer nnUNetTrainerBatchDice
