@@ -124,6 +124,21 @@ def test_study_b_held_out_check_is_the_converged_rerun_plus_test_cases(tmp_path)
     assert check.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check")
 
 
+def test_study_b_vanilla_length_is_the_held_out_check_for_vanilla_at_twice_the_epochs(tmp_path):
+    from nnunet_ext.benchmark.convergence import window_checkpoint_name
+
+    probe = study_config(tmp_path, "study_b_vanilla_length.sh")
+    check = study_config(tmp_path, "study_b_held_out_check.sh")
+    probe.validate()
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "folds", "iterations", "val_iterations", "eval_set")
+    assert {k: getattr(probe, k) for k in shared} == {k: getattr(check, k) for k in shared}
+    assert (probe.epochs, check.epochs) == (320, 160)
+    assert [a.trainer for a in probe.arms()] == ["nnUNetTrainer"]
+    assert window_checkpoint_name(probe.epochs) == "checkpoint_ep256.pth"
+    assert probe.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check/vanilla_ep320")
+
+
 def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_lengths(tmp_path):
     """Two benchmark calls, each in its own workdir: study A's data, test cases and schedule, then 4x the epochs;
     both long enough to keep a window-start model (the held-out check)."""
