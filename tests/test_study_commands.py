@@ -34,6 +34,11 @@ def script_argv(tmp_path, size: str, script: Path = SCRIPT):
     return out.read_text().split("\0")[:-1]
 
 
+def settings(cfg, keys) -> dict:
+    """The named fields of a benchmark config, to compare two studies' shared settings."""
+    return {k: getattr(cfg, k) for k in keys}
+
+
 def study_config(tmp_path, script: str):
     """The benchmark config a study script's full-size command builds."""
     (tmp_path / script).mkdir()
@@ -81,7 +86,7 @@ def test_study_a_batch_dice_trains_on_study_a_s_data_and_schedule(tmp_path):
     check_trainer_names(remedy)
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "epochs", "iterations", "val_iterations", "eval_set")
-    assert {k: getattr(remedy, k) for k in shared} == {k: getattr(study_a, k) for k in shared}
+    assert settings(remedy, shared) == settings(study_a, shared)
     assert [a.trainer for a in remedy.arms()] == ["nnUNetTrainer", "UNet3PlusTrainer", "ESUNetTrainer",
                                                   "nnUNetTrainerBatchDice", "UNet3PlusBatchDiceTrainer",
                                                   "ESUNetBatchDiceTrainer"]
@@ -97,7 +102,7 @@ def test_study_b_converged_reruns_study_b_s_task_longer_with_the_learning_arms(t
     check_trainer_names(converged)
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "eval_set")
-    assert {k: getattr(converged, k) for k in shared} == {k: getattr(first, k) for k in shared}
+    assert settings(converged, shared) == settings(first, shared)
     assert (converged.epochs, converged.iterations, converged.val_iterations) == (160, 10, 20)
     assert (first.epochs, first.iterations, first.val_iterations) == (80, 10, 3)
     assert [a.trainer for a in converged.arms()] == \
@@ -116,7 +121,7 @@ def test_study_b_held_out_check_is_the_converged_rerun_plus_test_cases(tmp_path)
     check.validate()
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "seed", "shape", "spacing", "folds",
               "epochs", "iterations", "val_iterations")
-    assert {k: getattr(check, k) for k in shared} == {k: getattr(converged, k) for k in shared}
+    assert settings(check, shared) == settings(converged, shared)
     assert [a.trainer for a in check.arms()] == [a.trainer for a in converged.arms()]
     # eval set "auto": the test cases where the generated dataset has them (labelsTs), else the validation cases
     assert (converged.num_test_cases, check.num_test_cases, check.eval_set) == (0, 50, "auto")
@@ -132,7 +137,7 @@ def test_study_b_vanilla_length_is_the_held_out_check_for_vanilla_at_twice_the_e
     probe.validate()
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "iterations", "val_iterations", "eval_set")
-    assert {k: getattr(probe, k) for k in shared} == {k: getattr(check, k) for k in shared}
+    assert settings(probe, shared) == settings(check, shared)
     assert (probe.epochs, check.epochs) == (320, 160)
     assert [a.trainer for a in probe.arms()] == ["nnUNetTrainer"]
     assert window_checkpoint_name(probe.epochs) == "checkpoint_ep256.pth"
@@ -160,7 +165,7 @@ def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_leng
               "iterations", "val_iterations")
     for cfg in configs:
         cfg.validate()
-        assert {k: getattr(cfg, k) for k in shared} == {k: getattr(study_a, k) for k in shared}
+        assert settings(cfg, shared) == settings(study_a, shared)
         assert [a.trainer for a in cfg.arms()] == ["nnUNetTrainer"]
         assert window_checkpoint_name(cfg.epochs) is not None
     assert [(c.epochs, c.folds, str(c.workdir)) for c in configs] == [
@@ -178,7 +183,7 @@ def test_study_c_held_out_check_runs_study_c_s_arms_without_the_pipelines(tmp_pa
     check.validate()
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "epochs", "iterations", "val_iterations")
-    assert {k: getattr(check, k) for k in shared} == {k: getattr(study_c, k) for k in shared}
+    assert settings(check, shared) == settings(study_c, shared)
     assert [a.trainer for a in study_c.arms()] == ["nnUNetTrainer", "ELANResMSCAUNetTrainer"]
     assert [a.trainer for a in check.arms()] == [a.trainer for a in study_c.arms()] + ["nnUNetTrainerBatchDice"]
     assert study_c.pipelines and not check.pipelines
