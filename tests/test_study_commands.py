@@ -144,6 +144,23 @@ def test_study_b_vanilla_length_is_the_held_out_check_for_vanilla_at_twice_the_e
     assert probe.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check/vanilla_ep320")
 
 
+def test_study_b_ep320_is_the_length_probe_with_the_held_out_check_s_arms(tmp_path):
+    """The same runs as the length probe for vanilla (so a copy of its workdir resumes them), plus the held-out
+    check's other arms."""
+    long = study_config(tmp_path, "study_b_ep320.sh")
+    probe = study_config(tmp_path, "study_b_vanilla_length.sh")
+    check = study_config(tmp_path, "study_b_held_out_check.sh")
+    long.validate()
+    check_trainer_names(long)
+    shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
+              "folds", "epochs", "iterations", "val_iterations", "eval_set")
+    assert settings(long, shared) == settings(probe, shared)
+    assert [a.trainer for a in long.arms()] == [a.trainer for a in check.arms()] == \
+        ["nnUNetTrainer", "nnUNetTrainerAmplify", "nnUNetTrainerDWD"]
+    assert long.arms()[0].label == probe.arms()[0].label
+    assert long.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check/ep320")
+
+
 def test_study_a_held_out_check_runs_vanilla_on_study_a_s_test_cases_at_two_lengths(tmp_path):
     """Two benchmark calls, each in its own workdir: study A's data, test cases and schedule, then 4x the epochs;
     both long enough to keep a window-start model (the held-out check)."""
