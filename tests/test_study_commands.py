@@ -144,9 +144,9 @@ def test_study_b_vanilla_length_is_the_held_out_check_for_vanilla_at_twice_the_e
     assert probe.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check/vanilla_ep320")
 
 
-def test_study_b_ep320_is_the_length_probe_with_the_held_out_check_s_arms(tmp_path):
+def test_study_b_ep320_is_the_length_probe_with_study_b_s_arms_at_vanilla_s_cost(tmp_path):
     """The same runs as the length probe for vanilla (so a copy of its workdir resumes them), plus the held-out
-    check's other arms."""
+    check's other arms and study B's other losses (the arms at vanilla's cost per step)."""
     long = study_config(tmp_path, "study_b_ep320.sh")
     probe = study_config(tmp_path, "study_b_vanilla_length.sh")
     check = study_config(tmp_path, "study_b_held_out_check.sh")
@@ -155,8 +155,10 @@ def test_study_b_ep320_is_the_length_probe_with_the_held_out_check_s_arms(tmp_pa
     shared = ("dataset_id", "task", "configuration", "num_train_cases", "num_test_cases", "seed", "shape", "spacing",
               "folds", "epochs", "iterations", "val_iterations", "eval_set")
     assert settings(long, shared) == settings(probe, shared)
-    assert [a.trainer for a in long.arms()] == [a.trainer for a in check.arms()] == \
-        ["nnUNetTrainer", "nnUNetTrainerAmplify", "nnUNetTrainerDWD"]
+    first = study_config(tmp_path, "study_b_small_targets.sh")
+    assert [a.trainer for a in long.arms()][:3] == [a.trainer for a in check.arms()]
+    assert [a.trainer for a in long.arms()][3:] == ["nnUNetTrainerPhaseLoss", "nnUNetTrainerDynamicLoss"]
+    assert set(a.trainer for a in long.arms()) < set(a.trainer for a in first.arms())
     assert long.arms()[0].label == probe.arms()[0].label
     assert long.report_dir == Path("docs/benchmarks/study_b_small_targets/held_out_check/ep320")
 
