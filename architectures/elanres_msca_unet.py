@@ -258,7 +258,8 @@ class ELANResEncoder(SkipEncoder):
             stages.append(nn.Sequential(*layers))
             in_ch = f
         self.stages = nn.ModuleList(stages)
-        self.output_channels, self.strides, self.kernel_sizes, self.conv_op = list(features), strides, kernel_sizes, conv_op
+        self.output_channels, self.strides = list(features), strides
+        self.kernel_sizes, self.conv_op = kernel_sizes, conv_op
 
 
 class ELANResDecoder(DeepSupervisionDecoder):

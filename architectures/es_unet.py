@@ -141,7 +141,8 @@ class FullScaleUNetConfig:
         return total
 
     def stride_between(self, shallow: int, deep: int) -> List[int]:
-        """Per-axis downsampling factor from stage ``shallow`` to stage ``deep`` (nnU-Net strides may be anisotropic)."""
+        """Per-axis downsampling factor from stage ``shallow`` to stage ``deep`` (nnU-Net strides may be
+        anisotropic)."""
         return [int(v) for v in np.prod(np.array(self.strides[shallow + 1:deep + 1]), axis=0)] \
             if deep > shallow else [1] * self.dim
 
@@ -268,8 +269,9 @@ class SkipPath(nn.Module):
         if up is None:
             h = x[:, start:stop]
         else:
-            h = _CONV_TRANSPOSE[x.ndim - 2](x, up.weight[:, start:stop], None if up.bias is None else up.bias[start:stop],
-                                            up.stride, up.padding, up.output_padding, 1, up.dilation)
+            bias = None if up.bias is None else up.bias[start:stop]
+            h = _CONV_TRANSPOSE[x.ndim - 2](x, up.weight[:, start:stop], bias, up.stride, up.padding,
+                                            up.output_padding, 1, up.dilation)
         conv = self.convs.conv
         return conv._conv_forward(self.resize(h, size), conv.weight[:, start:stop], None)
 
@@ -434,7 +436,8 @@ class FullScaleDecoder(nn.Module):
             attention = ChannelSE(ce, c.conv_op, c.se_reduction) if es else None
             if i < j:
                 factor = c.stride_between(i, j)
-                encoder_paths[i] = SkipPath(self._conv(ce, cc, j), attention, pool_op(kernel_size=factor, stride=factor))
+                pool = pool_op(kernel_size=factor, stride=factor)
+                encoder_paths[i] = SkipPath(self._conv(ce, cc, j), attention, pool)
             elif es:
                 mid = ce if j >= c.n_stages - c.wide_same_level_stages else cc
                 ones = [1] * c.dim
@@ -559,7 +562,8 @@ class _FullScaleUNet(nn.Module):
 @register("architecture", plans={"kwargs_builder": "es_unet_kwargs_from_configuration",
                                "builder_kwargs": {"variant": "es_unet"}, "checkpointed": True})
 class ESUNet(_FullScaleUNet):
-    """ES-UNet: UNet 3+ full-scale skips with SE on every encoder-to-decoder path, transposed-conv decoder, mean of full-scale heads."""
+    """ES-UNet: UNet 3+ full-scale skips with SE on every encoder-to-decoder path, transposed-conv decoder, mean of
+    full-scale heads."""
 
     variant = "es_unet"
 
@@ -649,7 +653,7 @@ def es_unet_kwargs_from_configuration(configuration_manager, variant: str = "es_
         "conv_op": conv_op_name,
         "kernel_sizes": [[int(k) for k in np.atleast_1d(ks)] for ks in source["kernel_sizes"]][:n_stages],
         "strides": [[int(s) for s in np.atleast_1d(st)] for st in source["strides"]][:n_stages],
-        "n_conv_per_stage": [int(c) for c in np.atleast_1d(n_conv)][:n_stages] if not isinstance(n_conv, int) else n_conv,
+        "n_conv_per_stage": n_conv if isinstance(n_conv, int) else [int(c) for c in np.atleast_1d(n_conv)][:n_stages],
         "skip_channels": None,
         "conv_bias": bool(source.get("conv_bias", True)),
         "norm_op": norm_op_name,

@@ -107,7 +107,8 @@ class StageSkippingConfig:
         if len(strides) != n_stages or any(len(s) != dim or min(s) < 1 for s in strides):
             raise ValueError(f"stage_strides needs {n_stages} entries of {dim} positive integers, got {stage_strides}")
         if any(v != 1 for v in strides[0]):
-            raise ValueError(f"stage_strides[0] must be all ones (stage 1 keeps the input resolution), got {strides[0]}")
+            raise ValueError(f"stage_strides[0] must be all ones (stage 1 keeps the input resolution), "
+                             f"got {strides[0]}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
         if s0 < 1:

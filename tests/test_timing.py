@@ -78,3 +78,17 @@ def test_timed_forwards_in_milliseconds_after_the_warmup(clock):
     times = timing.timed_forwards(net, "x", CPU, repeats=3, warmup=1)
     assert calls == ["x"] * 4 and times == [500.0, 750.0, 1000.0]
     assert timing.timed_forwards(net, "x", CPU, repeats=1, warmup=0) == [1250.0]
+
+
+def test_sync_device_waits_for_cuda_only(monkeypatch):
+    """CUDA queues kernels, so the clock is read after torch.cuda.synchronize; a CPU has nothing to wait for."""
+    import torch
+
+    from nnunet_ext.device_sync import sync_device
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    sync_device(torch.device("cpu"))
+    assert waited == []
+    sync_device(torch.device("cuda", 1))
+    assert waited == [torch.device("cuda", 1)]

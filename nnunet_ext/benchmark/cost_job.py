@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from nnunet_ext.benchmark.timing import sync_device, timed_forwards, timed_train_steps
+from nnunet_ext.benchmark.timing import timed_forwards, timed_train_steps
+from nnunet_ext.device_sync import sync_device
 from nnunet_ext.process_memory import MIB, RssGrowth
 from nnunet_ext.trainer_lookup import load_trainer_context
 

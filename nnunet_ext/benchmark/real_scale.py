@@ -339,7 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("-tr", "--trainers", nargs="+", default=list(FAMILIES),
                         help="trainers; the first is the reference of every ratio (default: one per family)")
     parser.add_argument("--patch", type=int, nargs="+", help="override the plans' patch size (default: the plans')")
-    parser.add_argument("--steps", type=int, default=2, help="training steps; the first is not timed unless it is the only one (default: 2)")
+    parser.add_argument("--steps", type=int, default=2,
+                        help="training steps; the first is not timed unless it is the only one (default: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--cpu-time", action="store_true",
@@ -436,9 +437,10 @@ def _generate_and_plan(dataset: int, task: str = "phantom", shape: Optional[Sequ
     if task == "phantom":
         shape, spacing = shape or REAL_SCALE_SHAPE, spacing or REAL_SCALE_SPACING
     grid = [*(["--shape", *map(str, shape)] if shape else []), *(["--spacing", *map(str, spacing)] if spacing else [])]
-    subprocess.run([str(scripts / "nnunet-ext"), "generate", "--id", str(dataset), "--name", "RealScale", "--cases", "4",
-                    "--task", task, *grid], check=True)
-    subprocess.run([str(scripts / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", "3d_fullres", "-np", "2"], check=True)
+    subprocess.run([str(scripts / "nnunet-ext"), "generate", "--id", str(dataset), "--name", "RealScale",
+                    "--cases", "4", "--task", task, *grid], check=True)
+    subprocess.run([str(scripts / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset), "-c", "3d_fullres",
+                    "-np", "2"], check=True)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,7 @@ from __future__ import annotations
 import time
 from typing import List, Optional
 
-
-def sync_device(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from nnunet_ext.device_sync import sync_device
 
 
 def timed_train_steps(trainer, batch: dict, timed: int, device, warmup: int = 1,

@@ -21,6 +21,7 @@ from typing import Optional, Type
 import numpy as np
 import torch
 
+from nnunet_ext.device_sync import sync_device
 from nnunet_ext.training.cpu_threads import CpuThreadsFromEnvironment
 
 # <BaseTrainer>_ep<E>it<I>[val<V>] e.g. nnUNetTrainer_ep5it10val2 -- answered by trainers/short_schedule_trainers.py
@@ -137,8 +138,7 @@ class StepTiming:
     def train_step(self, batch: dict) -> dict:
         start = time.perf_counter()
         result = super().train_step(batch)  # returns the loss on the CPU, so the step is finished
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
+        sync_device(self.device)
         self.__dict__.setdefault('_step_seconds', []).append(time.perf_counter() - start)
         self.__dict__.setdefault('_step_epochs', []).append(int(self.current_epoch))
         return result
