@@ -204,7 +204,8 @@ def _onnx_difference(path: Path, example: torch.Tensor, reference: torch.Tensor)
 
 def export_model(model_folder, output_dir, fold=0, checkpoint_name: str = "checkpoint_final.pth",
                  formats: Sequence[str] = FORMATS, opset: int = 17, seed: int = 0) -> ExportResult:
-    """A trained model folder's network (one fold) as ONNX/TorchScript, with plans.json, dataset.json and export.json."""
+    """A trained model folder's network (one fold) as ONNX/TorchScript, with plans.json, dataset.json and
+    export.json."""
     model = load_model(model_folder, fold, checkpoint_name)
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(1, model.num_input_channels, *model.patch_size, generator=generator)

@@ -73,7 +73,8 @@ def load_trainer_context(preprocessed_dataset, plans: str, configuration: str, t
     folder = Path(preprocessed_dataset)
     plans_file = folder / f"{plans}.json"
     if not plans_file.is_file():
-        raise FileNotFoundError(f"no plans file {plans_file}; run nnUNetv2_plan_and_preprocess (or plan_experiment) first")
+        raise FileNotFoundError(f"no plans file {plans_file}; run nnUNetv2_plan_and_preprocess "
+                                "(or plan_experiment) first")
     plans_manager = PlansManager(load_json(str(plans_file)))
     dataset_json = load_json(str(folder / "dataset.json"))
     if configuration not in plans_manager.available_configurations:

@@ -21,7 +21,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 DATASET_ID = 951
-PLAN_SCRIPT = ("from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments;"
+PLAN_SCRIPT = ("from nnunetv2.experiment_planning.plan_and_preprocess_api import "
+               "extract_fingerprints, plan_experiments;"
                f"extract_fingerprints([{DATASET_ID}], num_processes=1, check_dataset_integrity=False);"
                f"plan_experiments([{DATASET_ID}])")
 
@@ -79,7 +80,8 @@ def dataset_folder(pre):
 class TwoConvs(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.act, self.conv2 = nn.Conv3d(1, 4, 3, padding=1), nn.LeakyReLU(inplace=True), nn.Conv3d(4, 2, 3, padding=1)
+        self.conv1, self.act, self.conv2 = (nn.Conv3d(1, 4, 3, padding=1), nn.LeakyReLU(inplace=True),
+                                            nn.Conv3d(4, 2, 3, padding=1))
 
     def forward(self, x):
         return self.conv2(self.act(self.conv1(x)))
@@ -247,7 +249,8 @@ def test_bad_input_names_the_problem(workspace, stand_ins, tmp_path):
 
 def test_impossible_default_budget_says_by_how_much(workspace, stand_ins):
     # ResEnc is heavier than PlainConvUNet and nnU-Net's tiny plans leave neither batch nor patch room
-    with pytest.raises(PlanningError, match=r"3d_fullres: even at batch size 2 .* GB \(\d+\.\d\dx\) more than the budget"):
+    with pytest.raises(PlanningError,
+                       match=r"3d_fullres: even at batch size 2 .* GB \(\d+\.\d\dx\) more than the budget"):
         plan_architecture(DATASET_ID, "ResEnc", ["3d_fullres"], preprocessed=workspace)
     with pytest.raises(SystemExit, match="nnunet-ext plans: 3d_fullres: even at batch size 2"):
         cli_main(["plans", "-d", str(DATASET_ID), "-a", "ResEnc", "-c", "3d_fullres", "--preprocessed", str(workspace)])

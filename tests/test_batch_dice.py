@@ -46,7 +46,8 @@ def test_per_case_dice_counts_the_empty_case_batch_dice_does_not():
 def test_overriding_the_plans_is_logged_once():
     trainer = make_trainer(UNet3PlusBatchDiceTrainer, plans_batch_dice=False)
     trainer.build_segmentation_loss(), trainer.dice_over_batch()
-    assert trainer.logged == ["BatchDice: every Dice term is one Dice over the batch (the plans say batch_dice = False)"]
+    assert trainer.logged == ["BatchDice: every Dice term is one Dice over the batch "
+                              "(the plans say batch_dice = False)"]
     agreeing = make_trainer(UNet3PlusBatchDiceTrainer, plans_batch_dice=True)
     agreeing.build_segmentation_loss()
     assert agreeing.logged == []

@@ -108,7 +108,8 @@ def test_pipelines_are_tested_against_single_stage_case_by_case(tmp_path):
         "| cascade | organ | 0.800 | 8 | 0.000 [0.000, 0.000] | 1 | 1 | **no detectable difference** |"
     assert lines[("cascade", "mean")].startswith("| cascade | mean | 0.595 | 8 | 0.045 [")  # (0.8 + 0.39) / 2
     assert lines[("cascade", "mean")].endswith(" | 0.00781 | 0.0156 | **better** |")
-    assert lines[("segmentor_without_crop", "organ")].startswith("| segmentor_without_crop | organ | 0.710 | 8 | -0.090 [")
+    assert lines[("segmentor_without_crop", "organ")].startswith("| segmentor_without_crop | organ | 0.710 | 8 | "
+                                                                 "-0.090 [")
     assert lines[("segmentor_without_crop", "organ")].endswith(" | 0.00781 | 0.0156 | **worse** |")
     assert lines[("segmentor_without_crop", "mean")].endswith(" | 0.00781 | 0.0156 | **worse** |")
     assert lines[("segmentor_without_crop", "lesion")].endswith(" | 1 | 1 | **no detectable difference** |")

@@ -158,7 +158,8 @@ def test_prepare_from_detector_boxes_crops_where_the_detector_points(tmp_path, m
 
     monkeypatch.setattr(detector_module, "load_detector", lambda checkpoint: ("net", {"name": str(checkpoint)}))
     monkeypatch.setattr(detector_module, "detect_raw_case", fake_detect)
-    settings = CascadeSettings(target="all", organ_channel=False, margin=2, margin_unit="voxels", region_source="detector")
+    settings = CascadeSettings(target="all", organ_channel=False, margin=2, margin_unit="voxels",
+                               region_source="detector")
     out = prepare_stage2_dataset(tmp_path, 11, 12, settings=settings, detector_checkpoint="det.pt",
                                  preprocessed_root=tmp_path / "pre")
     assert out.name == "Dataset012_SrcStage2AllDetector" and calls == [("det.pt", str(tmp_path / "pre"))] * 2

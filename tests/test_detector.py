@@ -57,8 +57,8 @@ def test_views_are_mean_projections_or_centre_slices():
 def test_preprocessed_box_maps_back_through_resampling_crop_and_transpose():
     # preprocessed (transposed) array 8 x 20 x 20 resampled from a 4 x 10 x 20 crop that started at (1, 2, 3);
     # transpose_forward (2, 0, 1) -> transpose_backward (1, 2, 0)
-    props = {"shape_after_cropping_and_before_resampling": (4, 10, 20), "bbox_used_for_cropping": [[1, 5], [2, 12], [3, 23]],
-             "shape_before_cropping": (6, 14, 30)}
+    props = {"shape_after_cropping_and_before_resampling": (4, 10, 20),
+             "bbox_used_for_cropping": [[1, 5], [2, 12], [3, 23]], "shape_before_cropping": (6, 14, 30)}
     box = preprocessed_box_to_raw(Box((2, 4, 0), (6, 10, 20)), (8, 20, 20), props, (1, 2, 0))
     # transposed raw: axis0 [2/2+1, 6/2+1] = [2, 4), axis1 [4/2+2, 10/2+2] = [4, 7), axis2 [0+3, 20+3] = [3, 23)
     # back to raw order (axes 1, 2, 0 of the transposed): ([4, 7), [3, 23), [2, 4))

@@ -104,7 +104,8 @@ def test_corrected_never_below_dice_printed_never_above_on_random_soft_predictio
 def test_clamping_keeps_both_readings_in_unit_interval_for_a_small_confident_miss():
     # y = [1], p = [.1]: I = .1, P = .01, G = 1 -> C_P = 10 clamped to 1, C_R = .1, d = .9 -> w_P = .1, w_R = 1.9
     # corrected: 1 - .2/(.1*.01 + 1.9*1) = 1 - .2/1.901
-    # printed: 2I/(.1*1 + 1.9*.01) = .2/.119 > 1 is capped at 1 -> loss 0 (unclamped, the printed denominator is negative)
+    # printed: 2I/(.1*1 + 1.9*.01) = .2/.119 > 1 is capped at 1 -> loss 0 (unclamped, the printed denominator is
+    # negative)
     p, y = probs(.1), probs(1)
     assert dwd("corrected")(p, y).item() == pytest.approx(1 - .2 / 1.901, abs=1e-6)
     assert dwd("printed")(p, y).item() == pytest.approx(0.0, abs=1e-6)

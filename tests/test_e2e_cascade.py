@@ -145,10 +145,11 @@ def test_detector_and_stage_skipping_segmentor_pipeline(ws, tmp_path):
     image_file = ws.raw / ws.dataset_name(SOURCE) / "imagesTr" / "cascadee2e_000_0000.nii.gz"
     full = sitk.ReadImage(str(image_file))
     expected = expand_box(detect_raw_case(detector, meta, [image_file], ws.preprocessed),
-                          margin_in_voxels(4.0, tuple(reversed(full.GetSpacing())), "mm"), tuple(reversed(full.GetSize())))
+                          margin_in_voxels(4.0, tuple(reversed(full.GetSpacing())), "mm"),
+                          tuple(reversed(full.GetSize())))
     assert box_of_crop(full, sitk.ReadImage(str(crops / "imagesTr" / "cascadee2e_000_roi0_0000.nii.gz"))) == expected
-    weights = torch.load(ws.model_folder(DETECTOR_STAGE2, CONFIG, SEGMENTOR_TRAINER) / "fold_0" / "checkpoint_final.pth",
-                         map_location="cpu", weights_only=False)["network_weights"]
+    weights = torch.load(ws.model_folder(DETECTOR_STAGE2, CONFIG, SEGMENTOR_TRAINER) / "fold_0"
+                         / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert any(k.startswith("gates.") for k in weights)  # the stage-skipping segmentor trained, not PlainConvUNet
     images, labels = _test_dirs(ws)
     for case in sorted(TEST_CASES):

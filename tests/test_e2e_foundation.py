@@ -137,7 +137,8 @@ def test_architecture_plans_train_and_predict(ws, tmp_path):
 
 
 def test_es_unet_paper_trainer_trains_with_the_papers_optimizer(ws):
-    """The paper's full recipe through nnUNetv2_train: Adam (0.9, 0.99), lr 1e-3, no weight decay, paper augmentation."""
+    """The paper's full recipe through nnUNetv2_train: Adam (0.9, 0.99), lr 1e-3, no weight decay, paper
+    augmentation."""
     ws.train(DATASET, "2d", 1, "ESUNetDWDRSSPaperTrainer_test")  # 2d, one iteration, no final validation
     checkpoint = final_checkpoint(ws.model_folder(DATASET, "2d", "ESUNetDWDRSSPaperTrainer_test") / "fold_1")
     group = checkpoint["optimizer_state"]["param_groups"][0]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from e2e_utils import Phantom, final_checkpoint as load_final, planned_phantom, predict_test_cases
-from nnunet_ext.losses.weight_schedules import DecayingDeepSupervisionSchedule, PhaseDiceCESchedule, SigmoidDiceCESchedule
+from nnunet_ext.losses.weight_schedules import (DecayingDeepSupervisionSchedule, PhaseDiceCESchedule,
+                                                SigmoidDiceCESchedule)
 from nnunet_ext.training.short_schedule import STOP_ENV
 from nnunet_ext.workspace import CommandFailed
 

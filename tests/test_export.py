@@ -109,6 +109,7 @@ def test_a_crafted_checkpoint_runs_no_code(tmp_path, monkeypatch):
     torch.save({"trainer_name": "x", "payload": _Payload()}, folder / "fold_0" / "checkpoint_final.pth")
     (folder / "plans.json").write_text(json.dumps({}))
     (folder / "dataset.json").write_text(json.dumps({}))
-    with pytest.raises(ExportError, match=r"not a checkpoint that loads without running code: .*does not load as tensors and plain data"):
+    with pytest.raises(ExportError, match=r"not a checkpoint that loads without running code: "
+                                          r".*does not load as tensors and plain data"):
         check_model_folder(folder, env={})
     assert not marker.exists()

@@ -179,7 +179,8 @@ def test_mixins_set_the_schedule_weights_each_epoch():
 
 def test_weights_are_already_right_when_the_loss_is_built():
     # validation before any epoch start, or a loss built after a resume, must not use epoch-0 weights
-    assert loss_state(DynamicDecayingFake(current_epoch=19))[0] == pytest.approx(SigmoidDiceCESchedule().weights(19, 20)[0])
+    assert loss_state(DynamicDecayingFake(current_epoch=19))[0] == \
+        pytest.approx(SigmoidDiceCESchedule().weights(19, 20)[0])
 
 
 def test_schedule_on_a_loss_without_dice_ce_weights_is_refused():

@@ -52,7 +52,8 @@ def test_same_seed_gives_identical_arrays_and_other_seed_differs(tmp_path):
     assert len(files) == 3 * 2 + 3
     for f in files:
         assert read(a / f).tobytes() == read(b / f).tobytes(), f
-    assert read(a / "imagesTr/phantom_000_0000.nii.gz").tobytes() != read(c / "imagesTr/phantom_000_0000.nii.gz").tobytes()
+    assert read(a / "imagesTr/phantom_000_0000.nii.gz").tobytes() != \
+        read(c / "imagesTr/phantom_000_0000.nii.gz").tobytes()
 
 
 def test_adding_cases_keeps_earlier_cases(tmp_path):

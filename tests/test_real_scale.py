@@ -53,7 +53,8 @@ def test_estimates_of_a_later_run_replace_the_measured_runs_at_the_same_patch_an
     table = render(merged, "measure", "T", estimate_command="estimate")
     assert "\n`measure`\n\n\"estimate GB\" is the current estimator's, written into this table from the measured " \
            "run's results.json by `estimate` (no training step)" in table
-    cells = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")
+             for line in table.splitlines() if line.startswith("| ")}
     assert cells["A"][8] == "1.50" and cells["S"][8] == "0.75" and cells["B"][8] == "-"
     assert "- S: kept" in table and "no estimate" not in table
 
@@ -125,7 +126,8 @@ def test_generate_plans_a_study_tasks_grid(monkeypatch):
     real_scale._generate_and_plan(978, "organ_lesion", [16, 32, 32], [8.0, 3.0, 3.0])
     real_scale._generate_and_plan(979, "organ_lesion")
     real_scale._generate_and_plan(990)
-    assert commands[0][-10:] == ["--task", "organ_lesion", "--shape", "16", "32", "32", "--spacing", "8.0", "3.0", "3.0"]
+    assert commands[0][-10:] == ["--task", "organ_lesion", "--shape", "16", "32", "32",
+                                 "--spacing", "8.0", "3.0", "3.0"]
     assert commands[2][-2:] == ["--task", "organ_lesion"]  # the task's own grid
     assert commands[4][-10:] == ["--task", "phantom", "--shape", "120", "200", "200", "--spacing", "1.0", "1.0", "1.0"]
     assert commands[1][:3] == ["nnUNetv2_plan_and_preprocess", "-d", "978"]
@@ -183,7 +185,8 @@ def test_tiny_run_measures_vanilla_and_es_unet_at_the_stock_plans(tmp_path):
     env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
                nnUNet_results=str(tmp_path / "res"), nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
     generate_dataset(tmp_path / "raw", DATASET_ID, num_cases=4, shape=(16, 32, 32))
-    proc = subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1"],
+    proc = subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
+                           "-c", "3d_fullres", "-np", "1"],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"

@@ -137,7 +137,8 @@ def test_ddp_all_gathers_the_sums(monkeypatch, cls):
     loss = cls(None, batch_dice=True, smooth=1e-5, ddp=True)
     other_rank = iter(loss.statistics(p[1:], g[1:], (2,), None).values())
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(ddp_allgather.AllGatherGrad, "apply", staticmethod(lambda t: torch.stack([t, next(other_rank)])))
+    monkeypatch.setattr(ddp_allgather.AllGatherGrad, "apply",
+                        staticmethod(lambda t: torch.stack([t, next(other_rank)])))
     on_rank0 = loss(p[:1], g[:1])
     single_process = cls(None, batch_dice=True, smooth=1e-5, ddp=False)(p, g)
     assert on_rank0.item() == pytest.approx(single_process.item())

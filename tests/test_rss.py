@@ -279,7 +279,8 @@ def test_mixin_inserts_rss_before_spatial_transform():
     ours = pipeline_of(RSSTrainer).transforms
     assert [type(t) for t in ours[1:]] == base
     assert isinstance(ours[0], RegionSpecificScaling) and isinstance(ours[1], SpatialTransform)
-    assert ours[0].ratio_range == pytest.approx((2 / 3, 3 / 2)) and ours[0].p_per_axis == pytest.approx(0.2063, abs=1e-4)
+    assert ours[0].ratio_range == pytest.approx((2 / 3, 3 / 2)) and \
+        ours[0].p_per_axis == pytest.approx(0.2063, abs=1e-4)
     assert ours[0].foreground_labels == (1, 2)
     dummy = pipeline_of(RSSTrainer, dummy_2d=True).transforms
     assert isinstance(dummy[0], RegionSpecificScaling) and isinstance(dummy[1], Convert3DTo2DTransform)

@@ -263,7 +263,8 @@ def test_sliding_window_prediction_of_nnunet_uses_each_slices_own_stack():
     for z in range(9):
         torch.testing.assert_close(slid[:, z], expected[z], atol=0.02, rtol=2e-3)  # float16 accumulation
     assert (slid[:, 4] - own[4]).abs().max() > 0.05  # the mixing is real, and small: < 1 % of the logits
-    assert ((slid[:, [2, 4, 6]] - torch.stack([own[2], own[4], own[6]], 1)).abs() / slid[:, [2, 4, 6]].abs()).max() < 0.01
+    assert ((slid[:, [2, 4, 6]] - torch.stack([own[2], own[4], own[6]], 1)).abs()
+            / slid[:, [2, 4, 6]].abs()).max() < 0.01
 
 
 # ---------------------------------------------------------------- nnU-Net plumbing (no training)

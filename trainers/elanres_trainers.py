@@ -57,7 +57,7 @@ class nnUNetTrainerELANResLoss(ELANResLossFamily, ExtTrainer):
 
 
 class nnUNetTrainerDecayingDS(DecayingDeepSupervision, ExtTrainer):
-    """nnU-Net's loss with ELANRes's deep-supervision weights: 1 on full resolution, 0.4 x 0.8 per 30 epochs on the rest."""
+    """nnU-Net's loss, ELANRes's deep-supervision weights: 1 at full resolution, the rest 0.4 x 0.8 per 30 epochs."""
 
 
 class nnUNetTrainerELANResLossDecayingDS(DecayingDeepSupervision, ELANResLossFamily, ExtTrainer):

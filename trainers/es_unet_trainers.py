@@ -3,8 +3,9 @@
 The names say what is added to nnU-Net's defaults: ``ESUNetTrainer`` swaps only the network,
 ``...FocalDice...`` uses the paper's baseline loss (focal + Dice, Eq. 1-2; its Tables 1-4),
 ``...DWD...`` adds the DWD + focal loss, ``...RSS...`` adds Region Specific Scaling; one exception:
-``ESUNetDWDTrainer`` is the full method (DWD + RSS, the name users type), ``ESUNetDWDOnlyTrainer`` DWD alone. ``nnUNetTrainer...``
-put the paper's loss and augmentation on vanilla nnU-Net's own network (its Table 5 rows for 3D UNet).
+``ESUNetDWDTrainer`` is the full method (DWD + RSS, the name users type), ``ESUNetDWDOnlyTrainer`` DWD alone.
+``nnUNetTrainer...`` put the paper's loss and augmentation on vanilla nnU-Net's own network (its Table 5 rows for
+3D UNet).
 ``...BatchDice...`` is not from the paper: nnU-Net's loss with the Dice over the batch, the remedy for the dead
 UNet 3+ node channel that study A found (nnunet_ext/training/batch_dice.py).
 Which trainer reproduces which table row: docs/es_unet.md.
@@ -48,7 +49,7 @@ class ESUNetDWDTrainer(ESUNetDWDRSSTrainer):
 
 
 class ESUNetDWDRSSPaperScheduleTrainer(ESUNetPaperSchedule, ESUNetDWDRSSTrainer):
-    """The paper's full method and schedule: Adam 0.9/0.99, lr 1e-3, cosine restarts /25 ep to 1e-5, 100 ep, no decay."""
+    """Full method, paper's schedule: Adam 0.9/0.99, lr 1e-3, cosine restarts /25 ep to 1e-5, 100 ep, no decay."""
 
 
 class ESUNetDWDRSSPaperTrainer(ESUNetPaperAugmentation, ESUNetDWDRSSPaperScheduleTrainer):

@@ -59,7 +59,8 @@ def _dice(summary: dict, label: str) -> float:
 
 def _active_stages(workspace, dataset_id: int, configuration: str) -> str:
     """Active segmentor stages for the patch nnU-Net planned (the 'input size' of the stage-skipping rule)."""
-    from nnunet_ext_architectures.stage_skipping_segmentor import StageSkippingConfig, stage_skipping_kwargs_from_configuration
+    from nnunet_ext_architectures.stage_skipping_segmentor import (StageSkippingConfig,
+                                                                   stage_skipping_kwargs_from_configuration)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = PlansManager(str(workspace.preprocessed / workspace.dataset_name(dataset_id) / "nnUNetPlans.json"))

@@ -311,7 +311,8 @@ def held_out_split(preprocessed_dataset: Path, identifiers: Sequence[str], fold:
 DETECTOR_FILE = "detector.pt"
 
 
-def detector_folder(results_root: str | Path, dataset_name: str, configuration: str, plans: str = "nnUNetPlans") -> Path:
+def detector_folder(results_root: str | Path, dataset_name: str, configuration: str,
+                    plans: str = "nnUNetPlans") -> Path:
     return Path(results_root) / dataset_name / f"SliceBoxDetector__{plans}__{configuration}"
 
 

@@ -73,7 +73,8 @@ class CascadeSettings:
             raise ValueError(f"region source must be one of {REGION_SOURCES}, got {self.region_source!r}")
         if self.region_source == "detector" and (self.target != "all" or self.copies != 1):
             raise ValueError("detector training crops are for the detector pipeline: target 'all' and one copy per "
-                             f"case (detector boxes are not jittered), got target {self.target!r}, {self.copies} copies")
+                             f"case (detector boxes are not jittered), got target {self.target!r}, "
+                             f"{self.copies} copies")
         self.region_labels = [int(v) for v in self.region_labels]
         self.lesion_labels = [int(v) for v in self.lesion_labels]
         return self

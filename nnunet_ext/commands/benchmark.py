@@ -32,8 +32,9 @@ def add_parser(subparsers):
     from nnunet_ext.dataset_names import dataset_arg, dataset_id_arg
 
     d = BenchmarkConfig(workdir=Path("benchmark_output"), dataset_id=0)
-    p = subparsers.add_parser("benchmark", help="train trainers and vanilla nnU-Net on the same folds; compare accuracy "
-                                                "and cost with paired statistics", description=__doc__)
+    p = subparsers.add_parser("benchmark",
+                              help="train trainers and vanilla nnU-Net on the same folds; compare accuracy "
+                                   "and cost with paired statistics", description=__doc__)
     g = p.add_argument_group("what to compare")
     g.add_argument("-d", "--dataset", type=dataset_arg, required=True,
                    help="nnU-Net dataset id or DatasetXXX_Name (existing, or --generate it)")
@@ -41,7 +42,8 @@ def add_parser(subparsers):
                                                                    "ablation's own)")
     g.add_argument("-tr", "--trainers", nargs="*", default=[],
                    help="trainers to compare; nnUNetTrainer is always included")
-    g.add_argument("--ablation", choices=sorted(ABLATIONS), help="add a preset matrix of trainers and its table (default: none)")
+    g.add_argument("--ablation", choices=sorted(ABLATIONS),
+                   help="add a preset matrix of trainers and its table (default: none)")
     g.add_argument("--resenc", choices=[*sorted(RESENC_PRESETS), RESENC_NEAREST],
                    help="also train nnUNetTrainer on nnU-Net's ResEnc preset plans (memory-matched baseline); "
                         "'nearest': the preset whose estimated training memory is nearest to the largest trainer's "

@@ -11,18 +11,24 @@ def add_parser(subparsers):
                                           "stage 2 (an nnU-Net model trained on crops) segments inside it.")
     sub = p.add_subparsers(dest="cascade_command", metavar="ACTION", required=True)
 
-    prep = sub.add_parser("prepare", help="write the stage-2 nnU-Net raw dataset (crops around the ground-truth region)")
+    prep = sub.add_parser("prepare",
+                          help="write the stage-2 nnU-Net raw dataset (crops around the ground-truth region)")
     prep.add_argument("--source", type=dataset_arg, required=True,
                       help="source dataset id or DatasetXXX_Name (in $nnUNet_raw)")
     prep.add_argument("--target-id", type=dataset_id_arg, required=True, help="id of the new stage-2 dataset (1-999)")
-    prep.add_argument("--name", type=dataset_name_arg, default=None, help="stage-2 dataset name (default: <source>Stage2<Target>)")
+    prep.add_argument("--name", type=dataset_name_arg, default=None,
+                      help="stage-2 dataset name (default: <source>Stage2<Target>)")
     prep.add_argument("--target", default="lesion", choices=("lesion", "all"),
-                      help="lesion: lesion vs rest (organ -> lesion cascade); all: the source labels (detector pipeline)")
-    prep.add_argument("--region-labels", type=non_negative_int, nargs="+", default=[1, 2], help="labels forming the region (default 1 2)")
-    prep.add_argument("--lesion-labels", type=non_negative_int, nargs="+", default=[2], help="lesion labels (default 2)")
+                      help="lesion: lesion vs rest (organ -> lesion cascade); all: the source labels "
+                           "(detector pipeline)")
+    prep.add_argument("--region-labels", type=non_negative_int, nargs="+", default=[1, 2],
+                      help="labels forming the region (default 1 2)")
+    prep.add_argument("--lesion-labels", type=non_negative_int, nargs="+", default=[2],
+                      help="lesion labels (default 2)")
     prep.add_argument("--margin", type=non_negative_float, default=10.0, help="margin around the region (default 10)")
     prep.add_argument("--margin-unit", default="mm", choices=("mm", "voxels"), help="unit of --margin")
-    prep.add_argument("--jitter", type=non_negative_int, default=2, help="max voxels each box face moves in training crops (default 2)")
+    prep.add_argument("--jitter", type=non_negative_int, default=2,
+                      help="max voxels each box face moves in training crops (default 2)")
     prep.add_argument("--copies", type=positive_int, default=1, help="jittered crops per training case (default 1)")
     prep.add_argument("--no-organ-channel", action="store_true", help="do not add the organ mask as an input channel")
     prep.add_argument("--region-source", default="ground_truth", choices=("ground_truth", "detector"),
@@ -42,9 +48,11 @@ def add_parser(subparsers):
     source = pred.add_mutually_exclusive_group(required=True)
     source.add_argument("--stage1", nargs=3, metavar=("ID", "CONFIGURATION", "TRAINER"),
                         help="region from this nnU-Net model (dataset id or name)")
-    source.add_argument("--detector", metavar="CHECKPOINT", help="region from `nnunet-ext detector train`'s detector.pt")
+    source.add_argument("--detector", metavar="CHECKPOINT",
+                        help="region from `nnunet-ext detector train`'s detector.pt")
     pred.add_argument("--stage1-plans", default="nnUNetPlans", help="plans identifier of the stage-1 model")
-    pred.add_argument("-f", "--folds", nargs="+", type=non_negative_int, default=[0], help="folds of both models (default 0)")
+    pred.add_argument("-f", "--folds", nargs="+", type=non_negative_int, default=[0],
+                      help="folds of both models (default 0)")
     pred.add_argument("--no-lcc", action="store_true", help="skip the largest-connected-component post-processing")
     pred.add_argument("--no-confine", action="store_true", help="keep stage-2 lesions outside the organ region")
     pred.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help=DEVICE_HELP)
@@ -54,12 +62,14 @@ def add_parser(subparsers):
     comp.add_argument("-d", type=dataset_arg, required=True, dest="dataset_id",
                       help="source dataset id or name (with imagesTs/labelsTs)")
     comp.add_argument("--cascade-id", type=dataset_id_arg, required=True, help="id for the cascade's stage-2 dataset")
-    comp.add_argument("--detector-stage2-id", type=dataset_id_arg, required=True, help="id for the detector pipeline's stage-2 dataset")
+    comp.add_argument("--detector-stage2-id", type=dataset_id_arg, required=True,
+                      help="id for the detector pipeline's stage-2 dataset")
     comp.add_argument("--trainer", default="nnUNetTrainer_ep2it2", help="trainer of the nnU-Net models")
     comp.add_argument("--segmentor-trainer", default="StageSkippingSegmentorTrainer_ep2it2",
                       help="trainer of the detector pipeline's segmentor")
     comp.add_argument("--detector-steps", type=positive_int, default=200, help="detector training steps")
-    comp.add_argument("--workspace", required=True, help="root folder of an nnunet-ext workspace (nnUNet_raw etc. inside)")
+    comp.add_argument("--workspace", required=True,
+                      help="root folder of an nnunet-ext workspace (nnUNet_raw etc. inside)")
     comp.set_defaults(func=run_compare)
 
 

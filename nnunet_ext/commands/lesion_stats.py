@@ -10,7 +10,8 @@ def add_parser(subparsers):
     from nnunet_ext.dataset_names import dataset_arg
 
     p = subparsers.add_parser("lesion-stats", help="compute (or read the cache of) STS-Net lesion-size statistics")
-    p.add_argument("-d", "--dataset", type=dataset_arg, required=True, help="dataset id or name (as nnUNetv2_train takes it)")
+    p.add_argument("-d", "--dataset", type=dataset_arg, required=True,
+                   help="dataset id or name (as nnUNetv2_train takes it)")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("--label", type=int, default=None, help="lesion label (default: the highest foreground label)")

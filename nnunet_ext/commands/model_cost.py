@@ -80,7 +80,8 @@ def add_parser(subparsers):
     from nnunet_ext.commands.arguments import positive_int
 
     p = subparsers.add_parser("cost", help="params / FLOPs of the ES-UNet paper presets vs the paper's Table 9")
-    p.add_argument("--input-size", type=positive_int, default=144, help="cubic input edge, a multiple of 8 (paper: 144)")
+    p.add_argument("--input-size", type=positive_int, default=144,
+                   help="cubic input edge, a multiple of 8 (paper: 144)")
     p.add_argument("--input-channels", type=positive_int, default=2, help="paper: 2 (PET + CT)")
     p.add_argument("--num-classes", type=positive_int, default=1, help="output channels (paper: 1 sigmoid map)")
     p.add_argument("--device", default="meta", choices=("meta", "cpu", "cuda"),

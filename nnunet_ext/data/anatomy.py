@@ -52,7 +52,8 @@ def make_phantom(rng: np.random.Generator, shape: Sequence[int], spacing: Sequen
     body_radii = extent * rng.uniform(0.40, 0.47, ndim)
     if ndim == 3:
         body_radii[0] = 1e6
-    body = _deformed_ellipsoid(grid, np.zeros(ndim), body_radii, _smooth_noise(rng, shape, spacing, extent.max() / 4), 0.08)
+    body = _deformed_ellipsoid(grid, np.zeros(ndim), body_radii,
+                               _smooth_noise(rng, shape, spacing, extent.max() / 4), 0.08)
 
     # organ: a deformed ellipsoid well inside the body
     organ_radii = extent * rng.uniform(0.18, 0.26, ndim)

@@ -131,8 +131,8 @@ class LesionStats:
         units = [LesionUnit(u["case"], u["slice"], int(u["size"]),
                             tuple(tuple(tuple(int(v) for v in ax) for ax in box) for box in u["boxes"]),
                             tuple(int(s) for s in u["component_sizes"])) for u in d["units"]]
-        return cls(int(d["lesion_label"]), int(d["ndim"]), d["unit"], {k: int(v) for k, v in d["images_per_case"].items()},
-                   units)
+        return cls(int(d["lesion_label"]), int(d["ndim"]), d["unit"],
+                   {k: int(v) for k, v in d["images_per_case"].items()}, units)
 
 
 def _check_settings(ndim: int, unit: str) -> None:
@@ -167,14 +167,16 @@ def lesion_units_of_case(case: str, seg: np.ndarray, lesion_label: int, ndim: in
     for i, box in enumerate(boxes):
         groups.setdefault(box[0][0] if ndim == 2 else None, []).append(i)
     return [LesionUnit(case, key, int(sum(sizes[i] for i in idx)), tuple(boxes[i] for i in idx),
-                       tuple(int(sizes[i]) for i in idx)) for key, idx in sorted(groups.items(), key=lambda kv: kv[0] or 0)]
+                       tuple(int(sizes[i]) for i in idx))
+            for key, idx in sorted(groups.items(), key=lambda kv: kv[0] or 0)]
 
 
 def _open_dataset(data_folder: Path):
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     if not data_folder.is_dir():
-        raise FileNotFoundError(f"preprocessed data folder {data_folder} does not exist; run nnUNetv2_plan_and_preprocess")
+        raise FileNotFoundError(f"preprocessed data folder {data_folder} does not exist; "
+                                "run nnUNetv2_plan_and_preprocess")
     return infer_dataset_class(str(data_folder))(str(data_folder))
 
 

@@ -33,7 +33,8 @@ def _surface_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
     return float(hd95.item()), float(assd.item()), float(nsd.item())
 
 
-def binary_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], nsd_tolerance: float = 1.0) -> Dict[str, float]:
+def binary_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                   nsd_tolerance: float = 1.0) -> Dict[str, float]:
     """Metrics of one binary mask pair; ``spacing`` in array axis order, ``nsd_tolerance`` in the same units."""
     gt, pred = np.asarray(gt, bool), np.asarray(pred, bool)
     if gt.shape != pred.shape:

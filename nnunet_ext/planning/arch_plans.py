@@ -47,10 +47,11 @@ class BudgetTooSmall(PlanningError):
 class ArchitecturePlan:
     """How to write one of our networks into an nnU-Net configuration.
 
-    ``kwargs_builder`` ("module:function", or the function itself) is called as ``f(configuration_manager, **builder_kwargs)`` and
-    returns either the constructor kwargs or a whole plans ``architecture`` entry (then its
-    ``network_class_name`` / ``_kw_requires_import`` are used). ``total_stride`` is for networks whose
-    downsampling is fixed rather than taken from the plans' ``strides`` (e.g. a ResNeXt encoder: 32).
+    ``kwargs_builder`` ("module:function", or the function itself) is called as
+    ``f(configuration_manager, **builder_kwargs)`` and returns either the constructor kwargs or a whole plans
+    ``architecture`` entry (then its ``network_class_name`` / ``_kw_requires_import`` are used). ``total_stride``
+    is for networks whose downsampling is fixed rather than taken from the plans' ``strides`` (e.g. a ResNeXt
+    encoder: 32).
     """
     network_class_name: str
     kwargs_builder: Union[str, Callable[..., dict]]

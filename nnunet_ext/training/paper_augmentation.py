@@ -51,7 +51,8 @@ def rotate_and_mirror_only(pipeline: BasicTransform, p_rotation: float = 1.0,
 
 
 class ESUNetPaperAugmentation(NeedsExtTrainer):
-    """The ES-UNet paper's augmentation: +-15 degree rotation per axis and mirroring (p = 0.5), no other of nnU-Net's."""
+    """The ES-UNet paper's augmentation: +-15 degree rotation per axis and mirroring (p = 0.5), no other of
+    nnU-Net's."""
 
     paper_rotation_degrees: float = 15.0
     paper_p_rotation: float = 1.0  # the paper rotates every sample ("was performed"); it gives no probability

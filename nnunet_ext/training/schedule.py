@@ -13,7 +13,8 @@ from nnunet_ext.training.short_schedule import (  # noqa: F401  (earlier import 
 
 
 class PaperSchedule:
-    """ES-UNet paper's optimiser: Adam (0.9, 0.99), lr 1e-3, cosine warm restarts every 25 epochs to 1e-5, 100 epochs."""
+    """ES-UNet paper's optimiser: Adam (0.9, 0.99), lr 1e-3, cosine warm restarts every 25 epochs to 1e-5,
+    100 epochs."""
 
     paper_initial_lr = 1e-3
     paper_min_lr = 1e-5

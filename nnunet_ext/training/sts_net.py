@@ -124,9 +124,11 @@ class SliceStack25D(STSNetArchitecture):
         inner = cls.window() - 2 * cls.context_slices
         if "2d" in plans["configurations"]:
             config_2d = manager._internal_resolve_configuration_inheritance("2d")
-            in_plane, batch_slices, batch_dice = config_2d["patch_size"], config_2d["batch_size"], config_2d["batch_dice"]
+            in_plane, batch_slices, batch_dice = (config_2d["patch_size"], config_2d["batch_size"],
+                                                  config_2d["batch_dice"])
         else:
-            in_plane, batch_slices, batch_dice = config["patch_size"][1:], config["batch_size"] * inner, config["batch_dice"]
+            in_plane, batch_slices, batch_dice = (config["patch_size"][1:], config["batch_size"] * inner,
+                                                  config["batch_dice"])
         new_plans = deepcopy(plans)
         target = new_plans["configurations"][configuration]
         target["patch_size"] = [cls.window(), *[int(i) for i in in_plane]]

@@ -24,7 +24,8 @@ def insert_transform(pipeline: BasicTransform, transform: BasicTransform, *,
     """Insert ``transform`` in front of the first step of a ``before`` type, or behind the last of an ``after``
     type (exactly one of the two); at the start if there is none. Returns the index it got."""
     if not isinstance(pipeline, ComposeTransforms):
-        raise TypeError(f"expected nnU-Net's ComposeTransforms from get_training_transforms, got {type(pipeline).__name__}")
+        raise TypeError("expected nnU-Net's ComposeTransforms from get_training_transforms, "
+                        f"got {type(pipeline).__name__}")
     if bool(before) == bool(after):
         raise ValueError("insert_transform needs exactly one of before= or after= (transform types to anchor on)")
     steps = pipeline.transforms

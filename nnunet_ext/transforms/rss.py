@@ -193,7 +193,8 @@ class RegionSpecificScaling(BasicTransform):
                 raise ValueError(f"RSS: {key} spatial shape {tuple(x.shape[1:])} differs from the segmentation's "
                                  f"{tuple(seg.shape[1:])}")
             if not torch.is_floating_point(x):
-                raise ValueError(f"RSS interpolates the {key} linearly and needs a floating-point tensor, got {x.dtype}")
+                raise ValueError(f"RSS interpolates the {key} linearly and needs a floating-point tensor, "
+                                 f"got {x.dtype}")
         for key in ("keypoints", "bbox"):
             if data_dict.get(key) is not None:
                 raise ValueError(f"RSS does not support data_dict[{key!r}]")

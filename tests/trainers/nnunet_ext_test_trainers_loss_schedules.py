@@ -1,6 +1,7 @@
 """Test-only loss-schedule trainers: 4 epochs x 1 iteration (env NNUNET_EXT_STOP_AT_EPOCH=k interrupts a run
-once epochs 0..k-1 are done and checkpointed, so that ``nnUNetv2_train --c`` can be tested). The final validation (nnU-Net's sliding-window predictor over the validation cases,
-minutes on a shared CPU) is skipped: the tests run nnUNetv2_predict instead."""
+once epochs 0..k-1 are done and checkpointed, so that ``nnUNetv2_train --c`` can be tested). The final validation
+(nnU-Net's sliding-window predictor over the validation cases, minutes on a shared CPU) is skipped: the tests run
+nnUNetv2_predict instead."""
 from nnunet_ext.losses.weight_schedules import DecayingDeepSupervisionSchedule
 from nnunet_ext.training.base import ExtTrainer
 from nnunet_ext.training.loss_schedules import DecayingDeepSupervision, DynamicLossSchedule
