@@ -281,3 +281,26 @@ def test_a_trainer_whose_step_cannot_be_timed_keeps_its_other_costs(monkeypatch)
     monkeypatch.setattr(lookup, "initialized_trainer", no_previous_stage)
     steps, error = train_step_timing(CostRequest("/p", "nnUNetPlans", "3d_cascade_fullres", "nnUNetTrainer"), "cpu")
     assert steps == [] and error == "FileNotFoundError: folder with segmentations from the previous stage not found"
+
+
+def test_a_false_positive_where_the_other_arm_is_rightly_empty_counts_against_it():
+    """nnU-Net's Dice is NaN where a class is neither there nor predicted. Dropping such a case from the pairing
+    (as long as the other arm scores 0 there) hid study B's amplification's false positives on lesion-free cases."""
+    nan = math.nan
+    def row(t, case, cls, d):
+        return {"trainer": t, "fold": 0, "case": case, "class": cls, "dice": d, "iou": d}
+    rows = [  # two classes; c0: both arms find both; c1: no lesion, X predicts one; c2: nothing anywhere
+        row(VANILLA, "c0", "organ", 0.9), row(VANILLA, "c0", "lesion", 0.8), row(VANILLA, "c0", "mean", 0.85),
+        row("X", "c0", "organ", 0.7), row("X", "c0", "lesion", 0.6), row("X", "c0", "mean", 0.65),
+        row(VANILLA, "c1", "organ", 0.9), row(VANILLA, "c1", "lesion", nan), row(VANILLA, "c1", "mean", 0.9),
+        row("X", "c1", "organ", 0.9), row("X", "c1", "lesion", 0.0), row("X", "c1", "mean", 0.45),
+        row(VANILLA, "c2", "organ", nan), row(VANILLA, "c2", "lesion", nan), row(VANILLA, "c2", "mean", nan),
+        row("X", "c2", "organ", nan), row("X", "c2", "lesion", nan), row("X", "c2", "mean", nan)]
+    x, v = report.paired(rows, "X", VANILLA, "lesion", "dice")
+    assert x[:2] == [0.6, 0.0] and v[:2] == [0.8, 1.0] and math.isnan(x[2]) and math.isnan(v[2])
+    x, v = report.paired(rows, "X", VANILLA, "mean", "iou")
+    # c1's mean: X (0.9 + 0) / 2 = 0.45 against vanilla (0.9 + 1) / 2 = 0.95, not 0.45 against 0.9
+    assert x[:2] == pytest.approx([0.65, 0.45]) and v[:2] == pytest.approx([0.85, 0.95]) and math.isnan(x[2])
+    hd = [dict(r, hd95=r["dice"]) for r in rows]  # other metrics keep the plain pairing, NaN included
+    x, v = report.paired(hd, "X", VANILLA, "lesion", "hd95")
+    assert x[:2] == [0.6, 0.0] and math.isnan(v[1])

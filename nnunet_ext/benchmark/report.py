@@ -78,10 +78,34 @@ def scores(rows: List[dict], trainer: str, cls: str, metric: str) -> Dict[tuple,
             if r["trainer"] == trainer and r["class"] == cls}
 
 
+# Dice and IoU are undefined (nnU-Net's evaluator: NaN) exactly where a class is neither in the reference nor
+# predicted: the right answer. Against a model that predicted the class there (score 0) that case counts 1.
+EMPTY_IS_PERFECT = ("dice", "iou")
+
+
 def paired(rows, trainer: str, reference: str, cls: str, metric: str):
-    a, b = scores(rows, trainer, cls, metric), scores(rows, reference, cls, metric)
-    keys = sorted(set(a) & set(b), key=str)
-    return [a[k] for k in keys], [b[k] for k in keys]
+    """Both arms' scores on the (fold, case)s they share, in one order. For Dice and IoU a case the one arm left
+    rightly empty and the other did not counts 1 against 0 (dropping it would hide the other's false positive);
+    the class mean is then re-taken per case over the classes where at least one arm has a score."""
+    if metric not in EMPTY_IS_PERFECT:
+        a, b = scores(rows, trainer, cls, metric), scores(rows, reference, cls, metric)
+        keys = sorted(set(a) & set(b), key=str)
+        return [a[k] for k in keys], [b[k] for k in keys]
+    classes = [cls] if cls != MEAN_CLASS else list(dict.fromkeys(r["class"] for r in rows if r["class"] != cls))
+    classes = classes or [cls]  # rows without per-class entries: the mean is all there is
+    per_class = [(scores(rows, trainer, c, metric), scores(rows, reference, c, metric)) for c in classes]
+    keys = sorted(set().union(*(set(a) & set(b) for a, b in per_class)), key=str)
+    out_a, out_b = [], []
+    for k in keys:
+        pairs = [(a[k], b[k]) for a, b in per_class
+                 if k in a and k in b and not (math.isnan(a[k]) and math.isnan(b[k]))]
+        if pairs:
+            out_a.append(float(np.mean([1.0 if math.isnan(x) else x for x, _ in pairs])))
+            out_b.append(float(np.mean([1.0 if math.isnan(y) else y for _, y in pairs])))
+        else:
+            out_a.append(math.nan)
+            out_b.append(math.nan)
+    return out_a, out_b
 
 
 def learning_curve(spec: RunSpec, folders: WorkspaceFolders) -> Optional[dict]:
