@@ -170,7 +170,9 @@ def accuracy_section(rows, labels: List[str], classes: List[str], dice=None) -> 
     tests, holm = dice or dice_tests(rows, labels)
     out = ["## Accuracy: Dice (mean over classes) against vanilla nnU-Net", "",
            "Mean per case over the foreground classes, with a seeded 95% percentile-bootstrap CI over cases. "
-           "The difference is paired on the same (fold, case); p is the two-sided Wilcoxon signed-rank test; "
+           "The difference is paired on the same (fold, case); where a class is neither there nor predicted "
+           "(nnU-Net: no Dice) that class scores 1 against the other arm's 0 for predicting it, so a false "
+           "positive on a case without the class counts; p is the two-sided Wilcoxon signed-rank test; "
            "Holm p corrects for testing several trainers against the same baseline.", ""]
     table = []
     for t in labels:
