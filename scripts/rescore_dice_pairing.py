@@ -1,13 +1,17 @@
-"""Each committed study's Dice verdicts under the old pairing (a case either arm leaves undefined drops out) and
-the current one (a class neither there nor predicted counts 1 against a false positive's 0), from the per-case
-files alone: the workdirs that wrote those reports are gone, their per-case scores are committed.
+"""Each committed study's Dice verdicts, and each run's held-out check, under the old pairing (a case either side
+leaves undefined drops out) and the current one (a class neither there nor predicted counts 1 against a false
+positive's 0), from the per-case files alone: the workdirs that wrote those reports are gone, their per-case
+scores are committed.
 
     python scripts/rescore_dice_pairing.py            # from the repository root; prints a markdown table
 """
 import csv
 import glob
+from pathlib import Path
 
 from nnunet_ext.benchmark import report
+from nnunet_ext.benchmark.case_scores import MEAN_CLASS, never_predicted
+from nnunet_ext.benchmark.convergence import held_out_change
 from nnunet_ext.benchmark.spec import VANILLA
 
 
@@ -25,6 +29,35 @@ def verdicts(rows, labels, reference, pairing):
         report.paired = current
     return {t: (tests[t].n, tests[t].mean_difference, holm[t], report.plain_verdict(tests[t], holm[t]))
             for t in tests}
+
+
+def held_out_marks(final, start, pairing, tolerance=0.005):
+    """(trainer, fold, class) -> (cases, change, mark) of one committed held-out check, as the report computes it."""
+    out = {}
+    for key in dict.fromkeys((r["trainer"], r["fold"]) for r in final):
+        runs = [[r for r in rows if (r["trainer"], r["fold"]) == key] for rows in (final, start)]
+        both = [dict(r, trainer=model) for model, rows in zip(("final", "start"), runs) for r in rows]
+        for cls in dict.fromkeys(r["class"] for r in runs[0]):
+            a, b = (dict(enumerate(s)) for s in pairing(both, "final", "start", cls, "dice"))
+            dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls) for rows in runs)
+            h = held_out_change(a, b, 0, dead)
+            out[(*key, cls)] = (h.n, h.mean, h.mark(tolerance).strip("*"))
+    return out
+
+
+def held_out_table():
+    print("\n| held-out check | run | class | cases | change | mark |\n|---|---|---|---|---|---|")
+    for f in sorted(glob.glob("docs/benchmarks/**/cases_window_start.csv", recursive=True)):
+        start = list(csv.DictReader(open(f)))
+        final = list(csv.DictReader(open(Path(f).with_name("cases.csv"))))
+        old, new = held_out_marks(final, start, dropped_pairing), held_out_marks(final, start, report.paired)
+        moved = [k for k in old if old[k][0] != new[k][0]]
+        for k in moved:
+            (n0, c0, m0), (n1, c1, m1) = old[k], new[k]
+            mark = f"{m0} -> **{m1}**" if m0 != m1 else m1
+            print(f"| {Path(f).parent} | {k[0]} fold {k[1]} | {k[2]} | {n0} -> {n1} | {c0:+.4f} -> {c1:+.4f} "
+                  f"| {mark} |")
+        print(f"| {Path(f).parent} | the other {len(old) - len(moved)} (run, class)s | | unchanged | | |")
 
 
 def main():
@@ -47,6 +80,7 @@ def main():
             (n0, d0, p0, v0), (n1, d1, p1, v1) = old[t], new[t]
             verdict = f"{v0} -> **{v1}**" if v0 != v1 else v1
             print(f"| {f} | {t} | {n0} -> {n1} | {d0:+.3f} -> {d1:+.3f} | {p0:.3g} -> {p1:.3g} | {verdict} |")
+    held_out_table()
 
 
 if __name__ == "__main__":

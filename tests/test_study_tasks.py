@@ -235,3 +235,30 @@ def test_bad_task_arguments_name_the_problem(tmp_path, kwargs, message):
     kwargs = {"num_cases": 1, "shape": (16, 32, 32), "spacing": (3, 2, 2), **kwargs}
     with pytest.raises(ValueError, match=message):
         generate_dataset(tmp_path, 8, "Bad", **kwargs)
+
+
+def test_held_out_change_counts_a_false_positive_the_final_model_dropped(tmp_path):
+    """The two models are paired as two arms are: on case b the window-start model predicted a lesion where there
+    is none (Dice 0) and the final model rightly nothing (nnU-Net: no Dice), a change of +1 on that case."""
+    from types import SimpleNamespace
+
+    from nnunet_ext.benchmark.report import held_out_changes
+    from nnunet_ext.benchmark.spec import CASES_FILE, WINDOW_CASES_FILE
+
+    nan = float("nan")
+
+    def rows(a, b, b_precision):
+        return [{"case": "a", "class": "lesion", "dice": a, "precision": 1.0, "recall": 1.0},
+                {"case": "a", "class": "mean", "dice": a, "precision": 1.0, "recall": 1.0},
+                {"case": "b", "class": "lesion", "dice": b, "precision": b_precision, "recall": nan},
+                {"case": "b", "class": "mean", "dice": b, "precision": b_precision, "recall": nan}]
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    (fold / CASES_FILE).write_text(json.dumps(rows(0.8, nan, nan)))
+    (fold / WINDOW_CASES_FILE).write_text(json.dumps(rows(0.7, 0.0, 0.0)))
+    spec = SimpleNamespace(arm=SimpleNamespace(label="X"), fold=0, fold_folder=lambda ws: fold,
+                           window_checkpoint=lambda ws: fold / "checkpoint_ep8.pth")
+    changes = held_out_changes([spec], SimpleNamespace(open=lambda: None))
+    for cls in ("mean", "lesion"):
+        c = changes[("X", 0, cls)]
+        assert (c.n, c.start_epoch) == (2, 8) and c.mean == pytest.approx((0.1 + 1.0) / 2)

@@ -52,8 +52,11 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
             continue
         final, start = (json.loads(f.read_text()) for f in files)
         classes = [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS})
+        # the two models as two arms of one run: paired as the arms are (a false positive gained or lost counts)
+        both = [dict(r, trainer=model, fold=spec.fold) for model, rows in (("final", final), ("start", start))
+                for r in rows]
         for cls in classes:
-            a, b = ({r["case"]: float(r["dice"]) for r in rows if r["class"] == cls} for rows in (final, start))
+            a, b = (dict(enumerate(scores)) for scores in paired(both, "final", "start", cls, "dice"))
             dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls)
                                              for rows in (final, start))
             out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, window_checkpoint_epoch(window.name), dead)
