@@ -51,7 +51,7 @@ def held_out_table():
         start = list(csv.DictReader(open(f)))
         final = list(csv.DictReader(open(Path(f).with_name("cases.csv"))))
         old, new = held_out_marks(final, start, dropped_pairing), held_out_marks(final, start, report.paired)
-        moved = [k for k in old if old[k][0] != new[k][0]]
+        moved = [k for k in old if old[k][0] != new[k][0] or abs(old[k][1] - new[k][1]) > 1e-9]
         for k in moved:
             (n0, c0, m0), (n1, c1, m1) = old[k], new[k]
             mark = f"{m0} -> **{m1}**" if m0 != m1 else m1
