@@ -5,13 +5,12 @@ scores are committed.
 
     python scripts/rescore_dice_pairing.py            # from the repository root; prints a markdown table
 """
+import contextlib
 import csv
 import glob
 from pathlib import Path
 
 from nnunet_ext.benchmark import report
-from nnunet_ext.benchmark.case_scores import MEAN_CLASS, never_predicted
-from nnunet_ext.benchmark.convergence import held_out_change
 from nnunet_ext.benchmark.spec import VANILLA
 
 
@@ -21,12 +20,19 @@ def dropped_pairing(rows, trainer, reference, cls, metric):
     return [a[k] for k in keys], [b[k] for k in keys]
 
 
-def verdicts(rows, labels, reference, pairing):
+@contextlib.contextmanager
+def pairing_in_report(pairing):
+    """The report's own code, with ``pairing`` in place of its ``paired`` while it runs."""
     current, report.paired = report.paired, pairing
     try:
-        tests, holm = report.dice_tests(rows, labels, reference)
+        yield
     finally:
         report.paired = current
+
+
+def verdicts(rows, labels, reference, pairing):
+    with pairing_in_report(pairing):
+        tests, holm = report.dice_tests(rows, labels, reference)
     return {t: (tests[t].n, tests[t].mean_difference, holm[t], report.plain_verdict(tests[t], holm[t]))
             for t in tests}
 
@@ -36,12 +42,9 @@ def held_out_marks(final, start, pairing, tolerance=0.005):
     out = {}
     for key in dict.fromkeys((r["trainer"], r["fold"]) for r in final):
         runs = [[r for r in rows if (r["trainer"], r["fold"]) == key] for rows in (final, start)]
-        both = [dict(r, trainer=model) for model, rows in zip(("final", "start"), runs) for r in rows]
-        for cls in dict.fromkeys(r["class"] for r in runs[0]):
-            a, b = (dict(enumerate(s)) for s in pairing(both, "final", "start", cls, "dice"))
-            dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls) for rows in runs)
-            h = held_out_change(a, b, 0, dead)
-            out[(*key, cls)] = (h.n, h.mean, h.mark(tolerance).strip("*"))
+        with pairing_in_report(pairing):
+            changes = report.run_held_out_changes(*runs, key[1], 0)
+        out.update({(*key, cls): (h.n, h.mean, h.mark(tolerance).strip("*")) for cls, h in changes.items()})
     return out
 
 

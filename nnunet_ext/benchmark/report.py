@@ -51,15 +51,22 @@ def held_out_changes(specs: Sequence[RunSpec], folders: WorkspaceFolders) -> Dic
         if window is None or not all(f.is_file() for f in files):
             continue
         final, start = (json.loads(f.read_text()) for f in files)
-        classes = [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS})
-        # the two models as two arms of one run: paired as the arms are (a false positive gained or lost counts)
-        both = [dict(r, trainer=model, fold=spec.fold) for model, rows in (("final", final), ("start", start))
-                for r in rows]
-        for cls in classes:
-            a, b = (dict(enumerate(scores)) for scores in paired(both, "final", "start", cls, "dice"))
-            dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls)
-                                             for rows in (final, start))
-            out[(spec.arm.label, spec.fold, cls)] = held_out_change(a, b, window_checkpoint_epoch(window.name), dead)
+        for cls, change in run_held_out_changes(final, start, spec.fold,
+                                                window_checkpoint_epoch(window.name)).items():
+            out[(spec.arm.label, spec.fold, cls)] = change
+    return out
+
+
+def run_held_out_changes(final: List[dict], start: List[dict], fold, start_epoch: int) -> Dict[str, HeldOutChange]:
+    """One run's held-out check from its two models' per-case rows: class -> change, ``mean`` first. The two
+    models are paired as two arms are (``paired``), so a false positive gained or lost inside the window counts."""
+    both = [dict(r, trainer=model, fold=fold) for model, rows in (("final", final), ("start", start)) for r in rows]
+    out = {}
+    for cls in [MEAN_CLASS] + sorted({r["class"] for r in final} - {MEAN_CLASS}):
+        a, b = (dict(enumerate(scores)) for scores in paired(both, "final", "start", cls, "dice"))
+        dead = cls != MEAN_CLASS and all(never_predicted(r for r in rows if r["class"] == cls)
+                                         for rows in (final, start))
+        out[cls] = held_out_change(a, b, start_epoch, dead)
     return out
 
 
